@@ -1,0 +1,325 @@
+"""Loading FLUX once per process: resolving a model, dtype, device and memory policy.
+
+`get_pipeline(load_settings)` returns the loaded pipeline, loading it only when the load
+settings (model, offload, precision, compile, device) differ from the one in memory; a
+notebook pays the load once, not per image.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import FluxnbError, RuntimeFailure
+from .settings import LoadSettings, defaults, getenv, normalize_model
+
+log = logging.getLogger(__name__)
+
+# Only the diffusers-format folders: FLUX.1-dev also carries a 24 GB single-file checkpoint.
+ALLOW_PATTERNS = ["model_index.json", "scheduler/*", "text_encoder/*", "text_encoder_2/*", "tokenizer/*",
+                  "tokenizer_2/*", "transformer/*", "vae/*"]
+
+
+@dataclass
+class Loaded:
+    """A loaded pipeline and how it was loaded."""
+
+    pipe: object
+    key: LoadSettings
+    model: str            # what the user named (hub id, folder, tiny)
+    model_name: str       # short display name: FLUX.1-dev, tiny, the folder's name
+    path: str             # the local folder it was loaded from
+    device: str
+    dtype: str
+    offload: str          # the policy in effect (auto resolved)
+    precision: str
+    test_model: bool
+    load_s: float
+    notes: list = field(default_factory=list)
+    embeds: dict = field(default_factory=dict)  # (clip_prompt, t5_prompt, max_sequence_length) -> tensors
+
+
+_CURRENT: Loaded | None = None
+
+
+def quiet_libraries() -> None:
+    """Keep diffusers/transformers chatter (progress bars, optional-backend notices) out of
+    the console; fluxnb logs what matters itself."""
+    warnings.filterwarnings("ignore", message=".*requires torchvision.*")
+    warnings.filterwarnings("ignore", message=".*should be kept in float32.*")
+    warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated.*")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+
+
+def dtype_kwarg(dtype) -> dict:
+    """`dtype=` for diffusers that have it (0.36+), else the older `torch_dtype=`."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+        return {"dtype": dtype}
+    except ImportError:
+        return {"torch_dtype": dtype}
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FluxnbError("device 'cuda': no CUDA GPU is visible", field="device", value=device,
+                          fix="use --device auto or cpu")
+    return device
+
+
+def pick_dtype(device: str):
+    """bf16 on accelerators (never fp16: FLUX gives black images), float32 on the CPU."""
+    import torch
+
+    return torch.float32 if device == "cpu" else torch.bfloat16
+
+
+def free_vram_gib() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, _total = torch.cuda.mem_get_info()
+    return free / 2**30
+
+
+def pick_offload(offload: str, device: str, precision: str) -> tuple[str, str, str]:
+    """(offload, precision, note): `auto` picks the first row of the measured table in
+    defaults.yaml that fits the free VRAM; on the CPU every policy is `none`."""
+    if device == "cpu":
+        note = "" if offload in ("auto", "none") else f"offload {offload} needs a GPU: using none on the CPU"
+        return "none", precision, note
+    if offload != "auto":
+        return offload, precision, ""
+    free = free_vram_gib()
+    if free is None:  # mps: unified memory, nothing to offload to
+        return "none", precision, ""
+    for row in defaults()["offload_auto"]:
+        if row["precision"] == "fp8" and not fp8_available():
+            continue
+        if row["precision"] != precision and row["precision"] != "fp8":
+            continue
+        if free >= row["min_free_gib"]:
+            return row["offload"], row["precision"], f"offload auto: {free:.1f} GiB free VRAM -> {row['offload']}" \
+                                                      f" ({row['precision']})"
+    return "sequential", precision, f"offload auto: {free:.1f} GiB free VRAM -> sequential"
+
+
+def fp8_available() -> bool:
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        return False
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+
+
+# ---------------------------------------------------------------------------------------
+# Resolving a model to a local folder
+# ---------------------------------------------------------------------------------------
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or os.sep in model and not _looks_like_hub_id(model)
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    parts = model.split("/")
+    return len(parts) == 2 and all(parts) and not Path(model).exists()
+
+
+def display_name(model: str) -> str:
+    return "tiny" if model == "tiny" else Path(model.rstrip("/")).name
+
+
+def resolve_model(model: str) -> str:
+    """A local folder holding the diffusers-format pipeline for `model` (hub id, folder or
+    `tiny`), downloading from the hub into the cache when allowed."""
+    model = normalize_model(model)
+    if model == "tiny":
+        from .testmodel import ensure_tiny
+        return str(ensure_tiny())
+    p = Path(os.path.expanduser(model))
+    if p.is_dir():
+        if not (p / "model_index.json").is_file():
+            raise FluxnbError(f"model {model!r}: the folder has no model_index.json, so it is not a diffusers pipeline",
+                              field="model", value=model,
+                              fix="point --model at a folder written by save_pretrained or fluxnb model build")
+        return str(p)
+    if _looks_like_path(model) or not _looks_like_hub_id(model):
+        raise FluxnbError(f"model {model!r}: no such folder, and not a hub id (owner/name)", field="model", value=model,
+                          fix="use a hub id such as black-forest-labs/FLUX.1-dev, an existing folder, or tiny")
+    return download(model)
+
+
+def download(repo_id: str, *, local_files_only: bool | None = None) -> str:
+    """Fetch (or find in the cache) the diffusers folders of a hub model. Errors name the
+    cause and the fix; the token is never shown."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors as hf
+
+    token = getenv("HF_TOKEN") or getenv("HUGGING_FACE_HUB_TOKEN") or None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        return snapshot_download(repo_id, allow_patterns=ALLOW_PATTERNS, token=token,
+                                 local_files_only=offline if local_files_only is None else local_files_only)
+    except hf.GatedRepoError:
+        raise FluxnbError(
+            f"model {repo_id!r} is gated and this account has no access",
+            field="model", value=repo_id,
+            fix=f"accept the licence at https://huggingface.co/{repo_id} with your account, then set HF_TOKEN "
+                "(a read token from https://huggingface.co/settings/tokens) in the environment or config.env") from None
+    except hf.RepositoryNotFoundError:
+        raise FluxnbError(
+            f"model {repo_id!r}: no such model on the Hugging Face hub (or it is private)", field="model",
+            value=repo_id, fix="check the id (e.g. black-forest-labs/FLUX.1-dev); for a private model set HF_TOKEN") from None
+    except hf.LocalEntryNotFoundError:
+        raise FluxnbError(
+            f"model {repo_id!r} is not in the local Hugging Face cache and the hub cannot be reached"
+            + (" (HF_HUB_OFFLINE is set)" if offline else ""), field="model", value=repo_id,
+            fix="download it once with network access (runpod_setup.sh does), or use --model tiny") from None
+    except hf.HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise FluxnbError(f"model {repo_id!r}: the hub refused the token ({status})", field="model", value=repo_id,
+                              fix="set HF_TOKEN to a valid read token and accept the model's licence") from None
+        raise RuntimeFailure(f"model {repo_id!r}: download failed: {type(e).__name__} ({status})", field="model",
+                             value=repo_id, fix="try again; downloads resume where they stopped") from None
+    except OSError as e:
+        if getattr(e, "errno", None) == 28:
+            raise RuntimeFailure(f"model {repo_id!r}: the disk is full while downloading", field="model",
+                                 value=repo_id, fix="free space (FLUX.1-dev needs about 35 GB) and rerun") from None
+        raise
+
+
+# ---------------------------------------------------------------------------------------
+# Loading once
+# ---------------------------------------------------------------------------------------
+
+def current() -> Loaded | None:
+    return _CURRENT
+
+
+def unload() -> None:
+    """Drop the loaded pipeline and give its memory back."""
+    global _CURRENT
+    if _CURRENT is None:
+        return
+    _CURRENT = None
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def get_pipeline(key: LoadSettings) -> Loaded:
+    """The pipeline for `key`, loaded once per process and reused by every later call."""
+    global _CURRENT
+    if _CURRENT is not None and _CURRENT.key == key:
+        return _CURRENT
+    unload()
+    _CURRENT = load(key)
+    return _CURRENT
+
+
+def load(key: LoadSettings) -> Loaded:
+    """Load a pipeline (no caching: use get_pipeline)."""
+    # 1. Resolve the model, device and dtype.
+    t0 = time.perf_counter()
+    quiet_libraries()
+    path = resolve_model(key.model)
+    import torch
+    from diffusers import FluxPipeline
+
+    from .testmodel import is_test_model
+
+    device = pick_device(key.device)
+    dtype = pick_dtype(device)
+    offload, precision, note = pick_offload(key.offload, device, key.precision)
+    notes = [note] if note else []
+    test_model = is_test_model(path)
+    if test_model:
+        notes.append(f"model {display_name(normalize_model(key.model))}: a random-weight test model; its images are noise")
+
+    # 2. Load the components.
+    log.info("loading %s (%s, %s, offload %s)", normalize_model(key.model), device, str(dtype).replace("torch.", ""),
+             offload)
+    try:
+        pipe = FluxPipeline.from_pretrained(path, **dtype_kwarg(dtype))
+    except (OSError, ValueError) as e:
+        raise FluxnbError(f"model {key.model!r}: could not load the pipeline from {path}: {e}", field="model",
+                          value=key.model, fix="rebuild or re-download the model folder") from None
+    pipe.set_progress_bar_config(disable=True)
+
+    # 3. Precision and compilation (fp8 weight storage computes in bf16).
+    if precision == "fp8":
+        from .perf import apply_fp8
+        apply_fp8(pipe, device)
+    # 4. Memory policy.
+    try:
+        apply_offload(pipe, offload, device)
+    except torch.OutOfMemoryError:
+        raise oom_error(key, offload) from None
+    if key.compile:
+        from .perf import apply_compile
+        apply_compile(pipe)
+    for n in notes:
+        log.info(n)
+    load_s = time.perf_counter() - t0
+    log.info("loaded in %.1f s", load_s)
+    return Loaded(pipe=pipe, key=key, model=normalize_model(key.model), model_name=display_name(normalize_model(key.model)),
+                  path=path, device=device, dtype=str(dtype).replace("torch.", ""), offload=offload,
+                  precision=precision, test_model=test_model, load_s=load_s, notes=notes)
+
+
+def apply_offload(pipe, offload: str, device: str) -> None:
+    if offload == "none":
+        pipe.to(device)
+    elif offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif offload == "group":
+        import torch
+
+        pipe.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
+                                  offload_type="leaf_level", use_stream=True)
+    else:
+        raise FluxnbError(f"offload {offload!r}: unknown", field="offload", value=offload,
+                          fix="use auto, none, model, sequential or group")
+
+
+def oom_error(key: LoadSettings, offload: str) -> RuntimeFailure:
+    """CUDA out of memory, with the offload setting that would fit."""
+    order = ["none", "model", "group", "sequential"]
+    nxt = order[min(order.index(offload) + 1, len(order) - 1)] if offload in order else "model"
+    free = free_vram_gib()
+    where = f" ({free:.1f} GiB free now)" if free is not None else ""
+    return RuntimeFailure(f"CUDA out of memory with offload {offload}{where}", field="offload", value=offload,
+                          fix=f"use --offload {nxt} (or --offload auto), a smaller size, or close other GPU work",
+                          status="oom")

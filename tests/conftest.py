@@ -1,0 +1,67 @@
+"""Shared fixtures: every test runs offline, on the CPU, with the tiny model, in its own
+folders, with no config.env and no secrets from the machine it runs on."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def session_env(tmp_path_factory):
+    """Process-wide environment for the whole run (inherited by subprocesses and kernels)."""
+    base = tmp_path_factory.mktemp("fluxnb-session")
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(base / "hf"),
+        "FLUXNB_CACHE_DIR": os.environ.get("FLUXNB_TEST_CACHE_DIR", str(base / "cache")),
+        "FLUXNB_CONFIG_ENV": str(base / "no-config.env"),  # a path that does not exist: no config.env
+        "FLUXNB_LOG_DIR": str(base / "logs"),
+        "NO_COLOR": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    for name in ("ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "RUNPOD_POD_ID", "JUPYTER_TOKEN"):
+        os.environ.pop(name, None)
+    for name in list(os.environ):
+        if name.startswith("FLUXNB_") and name not in env:
+            os.environ.pop(name)
+    os.environ.update(env)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _isolated(session_env, tmp_path, monkeypatch):
+    """Each test: its own working folder (outputs/ and logs/ land there)."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("FLUXNB_") and name not in session_env:
+            monkeypatch.delenv(name)
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model(session_env):
+    """The tiny model's folder, built once per session."""
+    from fluxnb.testmodel import ensure_tiny
+
+    return ensure_tiny()
+
+
+@pytest.fixture
+def outdir(tmp_path):
+    return tmp_path / "out"
+
+
+def run_cli(*args, env=None, timeout=300, input=None):
+    """Run the real `fluxnb` command in a subprocess; returns CompletedProcess."""
+    import subprocess
+
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([str(BIN / "fluxnb"), *map(str, args)], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, input=input)
