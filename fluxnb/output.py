@@ -101,7 +101,7 @@ def _free_bytes(directory: Path) -> int:
 
 def encode(image, meta: dict, image_format: str, jpeg_quality: int = 95) -> bytes:
     """The image file's bytes with its metadata embedded."""
-    from PIL import Image, PngImagePlugin
+    from PIL import PngImagePlugin
 
     text = infotext(meta)
     blob = json.dumps(meta, ensure_ascii=False, default=str, sort_keys=True)
@@ -112,9 +112,11 @@ def encode(image, meta: dict, image_format: str, jpeg_quality: int = 95) -> byte
         info.add_itxt(JSON_KEY, blob)
         image.save(buf, format="PNG", pnginfo=info)
     elif image_format == "jpg":
-        exif = Image.Exif()
-        exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"UNICODE\x00" + text.encode("utf-16-be")
-        image.convert("RGB").save(buf, format="JPEG", quality=jpeg_quality, exif=exif.tobytes(),
+        import piexif  # what A1111 writes and reads JPEG infotext with
+        import piexif.helper
+
+        exif = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(text, "unicode")}})
+        image.convert("RGB").save(buf, format="JPEG", quality=jpeg_quality, exif=exif,
                                   comment=(JSON_KEY + ":" + blob).encode("utf-8"))
     else:
         raise FluxnbError(f"image_format {image_format!r}: unknown", field="image_format", value=image_format,

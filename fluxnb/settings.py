@@ -364,6 +364,8 @@ def resolve(params: dict | None = None, *, params_name: str = "params", base: Se
     if base is None:
         raw_defaults = dict(defaults()["settings"])
         layers.append((raw_defaults, {k: "defaults" for k in raw_defaults}))
+        if os.environ.get("RUNPOD_POD_ID"):  # on a pod only /workspace survives a stop
+            layers.append(({"output_dir": "/workspace/outputs"}, {"output_dir": "pod"}))
         if use_env:
             layers.append(_env_layer())
     else:

@@ -65,3 +65,9 @@ def run_cli(*args, env=None, timeout=300, input=None):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([str(BIN / "fluxnb"), *map(str, args)], capture_output=True, text=True, env=full_env,
                           timeout=timeout, input=input)
+
+
+@pytest.fixture
+def cli():
+    """`run_cli` as a fixture: cli("generate", "x", ...) -> CompletedProcess."""
+    return run_cli
