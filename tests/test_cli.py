@@ -139,3 +139,50 @@ def test_import_and_help_do_not_load_torch():
             "print(bad)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _fake_hub(status, headers):
+    """A stand-in Hugging Face hub on 127.0.0.1 that answers every request with `status`."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"error": headers.get("X-Error-Message", "no")}).encode()
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("status,headers,words", [
+    (401, {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model black-forest-labs/FLUX.1-dev is restricted."},
+     ["gated", "accept the licence at https://huggingface.co/black-forest-labs/FLUX.1-dev", "HF_TOKEN"]),
+    (404, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"},
+     ["no such model on the Hugging Face hub"]),
+])
+def test_hub_errors_are_explained(status, headers, words, outdir):
+    server = _fake_hub(status, headers)
+    try:
+        r = run_cli("generate", "x", "--model", "black-forest-labs/FLUX.1-dev", "--out", outdir,
+                    env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+                         "HF_TOKEN": "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00"})
+    finally:
+        server.shutdown()
+    assert r.returncode == 2, r.stderr
+    for w in words:
+        assert w in r.stderr
+    assert "Traceback" not in r.stderr and "SENTINEL" not in r.stderr + r.stdout
+    assert runlog.read(outdir)[-1]["status"] == "error"
