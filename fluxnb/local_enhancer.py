@@ -96,29 +96,32 @@ def detect_medium(prompt: str, voc: dict) -> str | None:
 
 
 def candidates(prompt: str, seed: int, voc: dict) -> list[str]:
-    """The phrases to try appending, in order: medium, lighting, composition, detail."""
-    low = prompt.lower()
+    """The phrases to try appending, in order: medium, lighting, composition, detail.
+    Phrases that repeat a word of the prompt are never drawn."""
+    low, said = prompt.lower(), _words(prompt)
     digest = hashlib.sha256(f"{int(seed)}\x00{prompt}".encode()).hexdigest()
     rng = random.Random(int(digest[:16], 16))
+
+    def draw(pool, k=1):
+        fresh = [p for p in pool if not _words(p) & said]
+        return rng.sample(fresh, min(k, len(fresh)))
+
     out = []
     # 1. Medium: the prompt's own, else one drawn by weight.
     kind = detect_medium(prompt, voc)
     if kind is None:
         weights = [float(voc["medium"].get("weights", {}).get(k, 1)) for k in voc["_kinds"]]
         kind = rng.choices(voc["_kinds"], weights=weights)[0]
-        out.append(rng.choice(voc["medium"]["phrases"][kind]))
+        out += draw(voc["medium"]["phrases"][kind])
     # 2. Lighting, unless the prompt sets it (night scenes get night light).
     light = voc["lighting"]
     if _find(low, light["detect"]) is None:
-        out.append(rng.choice(light["night"] if _find(low, light["night_words"]) is not None else light["day"]))
+        out += draw(light["night"] if _find(low, light["night_words"]) is not None else light["day"])
     # 3. Composition, unless the prompt sets it.
-    comp = voc["composition"]
-    if _find(low, comp["detect"]) is None:
-        out.append(rng.choice(comp["phrases"]))
+    if _find(low, voc["composition"]["detect"]) is None:
+        out += draw(voc["composition"]["phrases"])
     # 4. Detail: two of the medium's own, then a general one.
-    out += rng.sample(voc["detail"][kind], min(2, len(voc["detail"][kind])))
-    out.append(rng.choice(voc["detail"]["general"]))
-    return out
+    return out + draw(voc["detail"][kind], 2) + draw(voc["detail"]["general"])
 
 
 def expand(prompt: str, seed: int | None = None, *, vocabulary_file: str | Path | None = None,
