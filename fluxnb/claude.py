@@ -153,10 +153,10 @@ def call(prompt: str, model: str, system: str, cfg: dict):
 
 
 def _give_up(model, cause, attempts, elapsed, cfg, asked) -> RuntimeFailure:
-    why = (f"the server asked to wait {asked:g} s, past the limit" if asked is not None
-           else f"{attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f} s")
+    why = (f"at once: the server asked to wait {asked:g} s, beyond the time limit" if asked is not None
+           else f"after {attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f} s")
     return RuntimeFailure(
-        f"enhance claude ({model}): {cause}; gave up after {why} (max_retries {cfg['max_retries']}, "
+        f"enhance claude ({model}): {cause}; gave up {why} (max_retries {cfg['max_retries']}, "
         f"give_up_after_s {cfg['give_up_after_s']:g})", field="enhance",
         fix="try again later, raise FLUXNB_ENHANCE_GIVE_UP_AFTER_S, or use --enhance local "
             "(or --enhance-fallback local)")
