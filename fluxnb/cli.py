@@ -167,26 +167,43 @@ def cmd_model_build(args) -> int:
 
 
 def cmd_tokens(args) -> int:
-    from .tokens import plan
+    from .tokens import plan, render, use_colour
 
     p = plan(args.prompt, model=args.model, t5_limit=args.t5_limit)
     if args.json:
         _print_json(p.to_dict())
         return 0
-    colour = sys.stdout.isatty()
-    kept = p.clip_prompt
-    dropped = p.clip_dropped
-    print(f"CLIP {p.clip_tokens}/{p.clip_limit} tokens" + (f" ({p.clip_tokens - p.clip_limit} over)" if dropped else ""))
-    print(f"T5   {p.t5_tokens}/{p.t5_limit} tokens" + ("" if p.t5_exact else " (estimate: the model's T5 tokenizer is"
-                                                      " not cached)") + (" (cut)" if p.t5_dropped else ""))
-    if dropped:
-        tail = f"\033[9;31m{dropped}\033[0m" if colour else f"[[dropped by CLIP: {dropped}]]"
-        print(f"\nCLIP sees: {kept} {tail}")
-        print("T5 sees the whole prompt." if not p.t5_dropped else f"T5 loses: {p.t5_dropped}")
+    print(render(p, colour=use_colour()))
     return 0
 
 
 # ==== enhance (prompts issue) ====
+
+def cmd_enhance(args) -> int:
+    from .enhancer import enhance
+    from .settings import resolve
+    from .tokens import plan, render, use_colour
+
+    s = resolve(**{k: v for k, v in (("seed", args.seed), ("enhance_model", args.model),
+                                     ("enhance_fallback", args.fallback)) if v is not None})
+    backend = args.backend or (s.enhance if s.enhance != "none" else "claude")
+    enh = enhance(args.prompt, backend, model=s.enhance_model, seed=s.seed, use_cache=not args.no_cache,
+                  fallback=s.enhance_fallback)
+    p = plan(enh.enhanced, model=s.model, t5_limit=s.max_sequence_length)
+    if args.json:
+        out = enh.to_dict()
+        out.update({k: v for k, v in p.to_dict().items() if k != "prompt"})
+        _print_json(out)
+        return 0
+    how = f"{enh.backend} ({enh.model})" if enh.model else enh.backend
+    how += f", {enh.elapsed_s:.2f} s" + (", cached" if enh.cached else "")
+    if enh.fallback_from:
+        how += f", instead of {enh.fallback_from}: {enh.fallback_reason}"
+    print(enh.enhanced)
+    print(f"\n{how}")
+    print(render(p, colour=use_colour()))
+    return 0
+
 
 
 # ==== sweep and grid (sweeps issue) ====
@@ -248,7 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokens)
 
     # ---- enhance commands (prompts issue) ----
-    _ = "enhance"
+    p = sub.add_parser("enhance", help="enhance a prompt (Claude or the offline enhancer) and count its tokens",
+                       description="Enhance a prompt with Claude (ANTHROPIC_API_KEY) or the offline enhancer; "
+                                   "prints the enhanced prompt and its CLIP/T5 token counts.")
+    p.add_argument("prompt")
+    p.add_argument("--backend", "--enhance", dest="backend", choices=["claude", "local"],
+                   help="default: the configured enhance setting, else claude")
+    p.add_argument("--model", metavar="ID", help="Claude model id (default: enhance_model, claude-sonnet-5-5)")
+    p.add_argument("--seed", metavar="N", help="the local enhancer's seed (default: the configured seed, else 0)")
+    p.add_argument("--fallback", choices=["none", "local"],
+                   help="local: on a Claude failure use the offline enhancer (recorded) instead of stopping")
+    p.add_argument("--no-cache", action="store_true", help="ask Claude again even when the answer is cached")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_enhance)
 
     # ---- sweep and grid commands (sweeps issue) ----
     _ = "sweep"

@@ -16,6 +16,7 @@ import functools
 import gzip
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -255,3 +256,26 @@ def summary(p: TokenPlan) -> str:
     if p.t5_dropped:
         t5 += " (cut)"
     return f"{clip} · {t5}"
+
+
+def use_colour(stream=None) -> bool:
+    stream = stream or sys.stdout
+    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
+
+
+def render(p: TokenPlan, *, colour: bool = False) -> str:
+    """The counts and, when CLIP drops a tail, the prompt with that tail highlighted (struck
+    through in red on a terminal, `[[dropped by CLIP: ...]]` elsewhere)."""
+    over = p.clip_tokens - p.clip_limit
+    lines = [f"CLIP {p.clip_tokens}/{p.clip_limit} tokens" + (f" ({over} over: CLIP drops the tail)" if p.clip_dropped
+                                                              else ""),
+             f"T5   {p.t5_tokens}/{p.t5_limit} tokens"
+             + ("" if p.t5_exact else " (estimate: the model's T5 tokenizer is not cached)")
+             + (f" ({p.t5_tokens - p.t5_limit} over: cut with a warning)" if p.t5_dropped else "")]
+    if p.clip_dropped:
+        tail = f"\033[9;31m{p.clip_dropped}\033[0m" if colour else f"[[dropped by CLIP: {p.clip_dropped}]]"
+        lines += ["", f"CLIP sees: {p.clip_prompt} {tail}"]
+        lines.append("T5 sees the whole prompt." if not p.t5_dropped else f"T5 loses: {p.t5_dropped}")
+    elif p.t5_dropped:
+        lines += ["", f"T5 loses: {p.t5_dropped}"]
+    return "\n".join(lines)
