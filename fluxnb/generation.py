@@ -99,6 +99,7 @@ def base_record(s: Settings, seed: int, *, plan=None, enh=None, loaded=None) -> 
     }
     if enh and enh.fallback_from:
         rec["enhancer_fallback_from"] = enh.fallback_from
+        rec["enhancer_fallback_reason"] = getattr(enh, "fallback_reason", None) or ""
     return rec
 
 

@@ -37,12 +37,20 @@ def session_env(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _isolated(session_env, tmp_path, monkeypatch):
-    """Each test: its own working folder (outputs/ and logs/ land there)."""
+    """Each test: its own working folder (outputs/ and logs/ land there), and the `fluxnb`
+    logger back to normal afterwards (cli.main attaches handlers to the captured stderr)."""
+    import logging
+
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
         if name.startswith("FLUXNB_") and name not in session_env:
             monkeypatch.delenv(name)
     yield
+    logger = logging.getLogger("fluxnb")
+    for h in [h for h in logger.handlers if getattr(h, "_fluxnb", False)]:
+        logger.removeHandler(h)
+        h.close()
+    logger.propagate = True
 
 
 @pytest.fixture(scope="session")

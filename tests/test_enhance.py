@@ -107,15 +107,6 @@ def claude(monkeypatch, key):
     fake.server.server_close()
 
 
-@pytest.fixture(autouse=True)
-def _reset_cli_logging():
-    """main() attaches console handlers to the test's captured stderr: drop them after."""
-    yield
-    logger = logging.getLogger("fluxnb")
-    for h in [h for h in logger.handlers if getattr(h, "_fluxnb", False)]:
-        logger.removeHandler(h)
-        h.close()
-    logger.propagate = True
 
 
 def all_text_under(folder) -> str:

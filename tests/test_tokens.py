@@ -40,15 +40,6 @@ long_prompt_text = st.one_of(
 )
 
 
-@pytest.fixture(autouse=True)
-def _reset_cli_logging():
-    """main() attaches console handlers to the test's captured stderr: drop them after."""
-    yield
-    logger = logging.getLogger("fluxnb")
-    for h in [h for h in logger.handlers if getattr(h, "_fluxnb", False)]:
-        logger.removeHandler(h)
-        h.close()
-    logger.propagate = True
 
 
 @pytest.fixture(scope="module")
