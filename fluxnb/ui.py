@@ -86,6 +86,19 @@ def count_tokens(prompt: str, settings):
     return plan(prompt, model=settings.model, pipe=pipe, t5_limit=settings.max_sequence_length)
 
 
+TOGGLE = {"button_width": "72px"}
+
+
+def _row(*children, top: bool = False):
+    W = _w()
+    return W.HBox(list(children), layout=W.Layout(flex_flow="row wrap", align_items="flex-start" if top else "center"))
+
+
+def _label(text: str):
+    W = _w()
+    return W.Label(text, layout=W.Layout(width="64px"))
+
+
 # ---------------------------------------------------------------------------------------
 # Presets with a custom value
 # ---------------------------------------------------------------------------------------
@@ -95,7 +108,8 @@ def _preset_widgets(kind: str, value, custom):
     W = _w()
     presets = defaults()["presets"][kind]
     options = [(f"{name} ({val})", name) for name, val in presets.items()] + [(CUSTOM, CUSTOM)]
-    drop = W.Dropdown(options=options, description=kind, layout=W.Layout(width="220px"))
+    drop = W.Dropdown(options=options, description=kind, layout=W.Layout(width="200px"),
+                      style={"description_width": "60px"})
     _set_preset(drop, custom, kind, value)
     return drop, custom
 
@@ -152,9 +166,9 @@ class Generator:
         # 1. Prompt, token counters, enhancer with a preview.
         self.prompt = W.Textarea(value=s.prompt, placeholder="describe the image", rows=3, layout=wide)
         self.tokens = W.HTML()
-        self.enhance = W.ToggleButtons(options=list(("none", "local", "claude")), value=s.enhance,
-                                       description="enhance")
-        self.preview_button = W.Button(description="Preview enhanced prompt", icon="eye")
+        self.enhance = W.ToggleButtons(options=["none", "local", "claude"], value=s.enhance, style=TOGGLE)
+        self.preview_button = W.Button(description="Preview enhanced prompt", icon="eye",
+                                       layout=W.Layout(width="auto"))
         self.enhanced = W.HTML()
         # 2. Presets with custom values.
         self.steps, self.steps_custom = _preset_widgets("steps", s.steps, W.IntText(value=s.steps, description="",
@@ -165,32 +179,35 @@ class Generator:
                                                       layout=W.Layout(width="110px")))
         # 3. Seed: random or locked; reuse the last one.
         self.seed_mode = W.ToggleButtons(options=["random", "lock"], value="random" if s.seed is None else "lock",
-                                         description="seed")
+                                         style=TOGGLE)
         self.seed = W.Text(value="" if s.seed is None else str(s.seed), placeholder="random",
                            layout=W.Layout(width="130px"))
-        self.reuse_button = W.Button(description="Reuse last seed", icon="recycle", disabled=True)
+        self.reuse_button = W.Button(description="Reuse last seed", icon="recycle", disabled=True,
+                                     layout=W.Layout(width="auto"))
         self.count = W.IntText(value=s.count, description="images", layout=W.Layout(width="160px"))
         # 4. Output format.
-        self.image_format = W.ToggleButtons(options=["jpg", "png"], value=s.image_format, description="format")
+        self.image_format = W.ToggleButtons(options=["jpg", "png"], value=s.image_format, style=TOGGLE)
         self.jpeg_quality = W.IntSlider(value=s.jpeg_quality, min=1, max=100, description="JPEG quality")
         # 5. Run, progress, result, strip.
         self.generate_button = W.Button(description="Generate", button_style="primary", icon="paint-brush")
         self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="60%"))
         self.status = W.HTML()
         self.message = W.HTML()
-        self.image = W.Image(format="png", layout=W.Layout(max_width="768px"))
+        self.image = W.Image(format="png", layout=W.Layout(width="auto", height="auto", object_fit="contain"))
         self.image.add_class("fluxnb-image")
         self.info = W.HTML()
         self.strip = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self._wire()
         self.update_tokens()
         self.widget = W.VBox([
-            self.prompt, self.tokens, W.HBox([self.enhance, self.preview_button]), self.enhanced,
-            W.HBox([self.steps, self.steps_custom, self.guidance, self.guidance_custom, self.size, self.size_custom]),
-            W.HBox([self.seed_mode, self.seed, self.reuse_button, self.count]),
-            W.HBox([self.image_format, self.jpeg_quality]),
-            W.HBox([self.generate_button, self.progress, self.status]), self.message,
-            W.HBox([self.image, self.info]), W.HTML("<b>This session</b> (click ↺ to restore an image's settings)"),
+            self.prompt, self.tokens, _row(_label("enhance"), self.enhance, self.preview_button), self.enhanced,
+            _row(self.steps, self.steps_custom), _row(self.guidance, self.guidance_custom),
+            _row(self.size, self.size_custom),
+            _row(_label("seed"), self.seed_mode, self.seed, self.reuse_button, self.count),
+            _row(_label("format"), self.image_format, self.jpeg_quality),
+            _row(self.generate_button, self.progress, self.status), self.message,
+            _row(self.image, self.info, top=True),
+            W.HTML("<b>This session</b> (click ↺ to restore an image's settings)"),
             self.strip])
         self.widget.add_class("fluxnb-generator")
 
@@ -362,6 +379,7 @@ class Generator:
         """Put an image and its settings on display."""
         self.shown = item
         self.image.value = _png(item.image, 768)
+        self.image.layout.width = f"{min(768, max(256, item.image.width))}px"  # small images shown bigger
         self.info.value = settings_html(item.record or item.metadata)
 
     def _thumb(self, item):
@@ -422,8 +440,8 @@ def generator(model: str | None = None, output_dir: str | None = None, *, load: 
 
 def grid_image(result):
     """The PIL grid image of a SweepResult (read from its saved file when it holds none)."""
-    image = getattr(result, "image", None)
-    if image is None or not hasattr(image, "save"):
+    image = getattr(result, "grid_image", None) or getattr(result, "image", None)
+    if not hasattr(image, "save"):
         from PIL import Image
 
         with Image.open(result.grid) as im:

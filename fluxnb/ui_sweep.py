@@ -60,7 +60,8 @@ class SweepForm:
         fixed = {"steps": _preset_value(self.steps, self.steps_custom),
                  "size": _preset_value(self.size, self.size_custom)}
         kw.update({k: v for k, v in fixed.items() if k not in kw})
-        return {**kw, "model": self.base.model, "out": self.base.output_dir, "yes": self.yes.value}
+        return {**kw, "rows": self.rows_axis.value, "cols": self.cols_axis.value, "model": self.base.model,
+                "out": self.base.output_dir, "yes": self.yes.value}
 
     def run(self):
         """Run the sweep (fluxnb.sweep) and show its grid."""

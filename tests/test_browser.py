@@ -59,6 +59,7 @@ def wait_ready(url: str, token: str, proc, timeout: float = 90) -> None:
 @pytest.fixture
 def lab(tmp_path, tiny_model):
     """A JupyterLab on 127.0.0.1 serving a copy of the notebooks; yields (url, token, output dir)."""
+    chromium()  # skip before starting anything when there is no browser
     root, out, home = tmp_path / "lab", tmp_path / "outputs", tmp_path / "home"
     root.mkdir()
     shutil.copy(ROOT / "notebooks" / "generate.ipynb", root / "generate.ipynb")
@@ -92,7 +93,7 @@ def lab(tmp_path, tiny_model):
     print((tmp_path / "lab.log").read_text(errors="replace")[-3000:])
 
 
-def test_generate_in_jupyterlab_in_chromium(lab):
+def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from fluxnb import count_tokens
@@ -101,10 +102,10 @@ def test_generate_in_jupyterlab_in_chromium(lab):
     exe = chromium()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
         try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
             # 1. Open the notebook (the token logs the browser in) and wait for its kernel.
             page.goto(f"{url}/lab/tree/generate.ipynb?token={token}", timeout=60_000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
@@ -133,6 +134,7 @@ def test_generate_in_jupyterlab_in_chromium(lab):
             assert PROMPT in info
             assert form.locator("button", has_text="Generate").is_enabled()
         finally:
+            page.screenshot(path=str(tmp_path / "jupyterlab.png"))  # for a failure's post-mortem
             browser.close()
 
     # 5. The run log holds the record of that image.

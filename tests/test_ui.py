@@ -255,8 +255,8 @@ def test_sweep_form_arguments(outdir):
     form.steps_custom.value = 2
     args = form.arguments()
     assert list(args)[:2] == ["guidance", "seeds"]  # the rows axis comes first
-    assert args == {"guidance": "1.5, 3.5", "seeds": "1-3", "steps": 2, "size": "64x64", "model": "tiny",
-                    "out": str(outdir), "yes": False}
+    assert args == {"guidance": "1.5, 3.5", "seeds": "1-3", "steps": 2, "size": "64x64", "rows": "guidance",
+                    "cols": "seed", "model": "tiny", "out": str(outdir), "yes": False}
     form.rows_axis.value = "steps"
     form.rows_values.value = "2, 4"
     assert form.arguments()["steps"] == "2, 4"  # an axis wins over the fixed value
