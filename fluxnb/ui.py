@@ -312,6 +312,9 @@ class Generator:
             return None
         self._mark(None)
         self.preview = (s.prompt, s.enhance, seed, enh)
+        if enh.backend == "none":
+            self.enhanced.value = _note("info", "enhance is none: the model gets the prompt as typed")
+            return enh
         how = f"{_esc(enh.backend)}" + (f" ({_esc(enh.model)})" if enh.model else "")
         if enh.fallback_from:
             how += f", fell back from {_esc(enh.fallback_from)}"

@@ -115,11 +115,15 @@ def test_token_counters_use_the_loaded_pipelines_tokenizers(tiny_model, outdir, 
 
 
 def test_seed_random_lock_and_reuse_last(tiny_model, outdir):
+    from fluxnb import pipeline
+
     form = form_for(outdir, prompt="a red fox")
     set_custom(form, steps=2)
     assert form.seed_mode.value == "random" and form.seed.disabled
     form.generate_button.click()
+    loaded = pipeline.current()
     form.generate_button.click()
+    assert pipeline.current() is loaded  # loaded once, kept loaded
     first, second = form.images
     assert first.seed != second.seed and form.seed.value == str(second.seed)
     # reuse last seed: locks it; the next image is the same picture
@@ -188,6 +192,15 @@ def test_restore_from_the_strip(tiny_model, outdir):
     again = form.images[-1]
     assert (again.seed, again.settings.steps, again.settings.guidance) == (5, 2, 1.5)
     assert np.abs(pixels(again.image) - pixels(first.image)).max() <= 2
+
+
+def test_enhancer_none_preview_says_the_prompt_goes_as_typed(outdir):
+    form = form_for(outdir, prompt="a red fox")
+    form.preview_button.click()
+    assert "as typed" in form.enhanced.value and form.preview[3].enhanced == "a red fox"
+    form.prompt.value = ""
+    form.preview_button.click()
+    assert "the prompt is empty" in form.message.value
 
 
 def test_enhancer_failure_is_shown_in_the_form(outdir):
