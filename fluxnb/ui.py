@@ -111,6 +111,13 @@ def _preset_widgets(kind: str, value, custom):
     drop = W.Dropdown(options=options, description=kind, layout=W.Layout(width="200px"),
                       style={"description_width": "60px"})
     _set_preset(drop, custom, kind, value)
+
+    def picked(change):  # a preset shows its value in the (disabled) custom field
+        custom.disabled = change["new"] != CUSTOM
+        if change["new"] != CUSTOM:
+            custom.value = type(custom.value)(presets[change["new"]])
+
+    drop.observe(picked, "value")
     return drop, custom
 
 
@@ -128,8 +135,7 @@ def _set_preset(drop, custom, kind: str, value) -> None:
     """Select the preset that `value` equals, else `custom` holding the value."""
     name = _preset_name(kind, value)
     drop.value = name or CUSTOM
-    if name is None:
-        custom.value = type(custom.value)(value)
+    custom.value = type(custom.value)(defaults()["presets"][kind][name] if name else value)
     custom.disabled = name is not None
 
 
@@ -216,9 +222,6 @@ class Generator:
 
     def _wire(self) -> None:
         self.prompt.observe(lambda _c: self.update_tokens(), "value")
-        for drop, custom in ((self.steps, self.steps_custom), (self.guidance, self.guidance_custom),
-                             (self.size, self.size_custom)):
-            drop.observe(lambda c, custom=custom: setattr(custom, "disabled", c["new"] != CUSTOM), "value")
         self.seed_mode.observe(lambda c: setattr(self.seed, "disabled", c["new"] == "random"), "value")
         self.seed.disabled = self.seed_mode.value == "random"
         self.image_format.observe(lambda c: setattr(self.jpeg_quality, "disabled", c["new"] != "jpg"), "value")
@@ -425,7 +428,7 @@ def settings_html(rec: dict) -> str:
              ("model", f"{rec.get('model_name') or rec.get('model')} ({rec.get('device')}, {rec.get('dtype')}, "
                        f"offload {rec.get('offload')})"),
              ("time", f"{rec.get('elapsed_s')} s"), ("file", rec.get("path"))]
-    body = "".join(f'<tr><th style="text-align:left;padding-right:8px">{k}</th><td class="fluxnb-{k}">'
+    body = "".join(f'<tr><th style="text-align:left;padding-right:8px">{k}</th><td class="fluxnb-info-{k}">'
                    f"{_esc(v)}</td></tr>" for k, v in rows)
     return f'<table class="fluxnb-settings">{body}</table>'
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .errors import FluxnbError
 from .settings import resolve
-from .ui import CUSTOM, _esc, _note, _png, _preset_value, _preset_widgets, _w, error_html, grid_image
+from .ui import _esc, _note, _png, _preset_value, _preset_widgets, _w, error_html, grid_image
 
 
 # axis name -> the keyword of fluxnb.sweep that takes its values
@@ -40,8 +40,6 @@ class SweepForm:
         self.save_button = W.Button(description="Save a copy", icon="save", disabled=True)
         self.run_button.on_click(lambda _b: self.run())
         self.save_button.on_click(lambda _b: self.save())
-        for drop, custom in ((self.steps, self.steps_custom), (self.size, self.size_custom)):
-            drop.observe(lambda c, custom=custom: setattr(custom, "disabled", c["new"] != CUSTOM), "value")
         self.widget = W.VBox([self.prompt, W.HBox([self.rows_axis, self.rows_values]),
                               W.HBox([self.cols_axis, self.cols_values]),
                               W.HBox([self.steps, self.steps_custom, self.size, self.size_custom, self.yes]),

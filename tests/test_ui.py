@@ -144,6 +144,20 @@ def test_seed_random_lock_and_reuse_last(tiny_model, outdir):
     assert len(form.images) == 4 and len(runlog.read(outdir)) == 4
 
 
+def test_presets_with_custom_values(outdir):
+    form = form_for(outdir, prompt="a fox", steps="quality", guidance=2.0)  # tiny's own size: 64x64
+    assert (form.steps.value, form.steps_custom.value, form.steps_custom.disabled) == ("quality", 50, True)
+    assert (form.guidance.value, form.guidance_custom.value, form.guidance_custom.disabled) == ("custom", 2.0, False)
+    assert (form.size.value, form.size_custom.value) == ("custom", "64x64")
+    form.size.value = "portrait"  # a preset shows its value; custom starts from it
+    assert form.size_custom.value == "832x1216" and form.size_custom.disabled
+    form.size.value = "custom"
+    assert not form.size_custom.disabled
+    assert form.values()["size"] == "832x1216" and form.settings().size == "832x1216"
+    form.steps.value = "balanced"
+    assert form.values()["steps"] == "balanced" and form.settings().steps == 20
+
+
 @pytest.mark.parametrize("setting, value, expected", [
     ("size", "100x100", "multiples of 16 (nearest: 96x96 or 112x112)"),
     ("steps", 0, "steps 0: must be between 1 and 150"),
