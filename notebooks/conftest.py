@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,13 @@ SECRETS = ("ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "JUPYTER_T
 # notebook -> the module all of it needs; cell source pattern -> the module that cell needs
 NOTEBOOK_NEEDS = {"sweeps.ipynb": "fluxnb.sweeps", "batch.ipynb": "fluxnb.batch"}
 CELL_NEEDS = {r"\bfluxnb\.(sweep|grid)\(": "fluxnb.sweeps", r"\bfluxnb\.run_batch\(": "fluxnb.batch"}
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Only the notebooks here: not executed copies in subfolders (outputs/, batch reports)."""
+    if collection_path.is_dir() and collection_path.parent == Path(__file__).resolve().parent:
+        return True
+    return None
 
 
 def _missing(module: str) -> bool:

@@ -14,8 +14,6 @@ import fluxnb
 from fluxnb import runlog, ui
 from fluxnb.errors import FluxnbError
 
-ipywidgets = pytest.importorskip("ipywidgets")
-
 
 def form_for(outdir, **kw):
     return ui.generator(model="tiny", output_dir=str(outdir), **kw)
