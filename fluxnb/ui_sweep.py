@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .errors import FluxnbError
 from .settings import resolve
-from .ui import _esc, _note, _png, _preset_value, _preset_widgets, _w, error_html, grid_image
+from .ui import _esc, _note, _png, _preset_value, _preset_widgets, _row, _w, error_html, grid_image
 
 
 # axis name -> the keyword of fluxnb.sweep that takes its values
@@ -33,18 +33,18 @@ class SweepForm:
                                                       layout=W.Layout(width="110px")))
         self.yes = W.Checkbox(value=False, description="allow more cells than the cap", indent=False)
         self.run_button = W.Button(description="Run sweep", button_style="primary", icon="th")
-        self.status, self.message, self.info = W.HTML(), W.HTML(), W.HTML()
+        self.status, self.message, self.info, self.output = W.HTML(), W.HTML(), W.HTML(), W.Output()
         self.grid = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self.grid.add_class("fluxnb-grid")
         self.save_as = W.Text(placeholder="grids/my_grid.png", description="save as")
         self.save_button = W.Button(description="Save a copy", icon="save", disabled=True)
         self.run_button.on_click(lambda _b: self.run())
         self.save_button.on_click(lambda _b: self.save())
-        self.widget = W.VBox([self.prompt, W.HBox([self.rows_axis, self.rows_values]),
-                              W.HBox([self.cols_axis, self.cols_values]),
-                              W.HBox([self.steps, self.steps_custom, self.size, self.size_custom, self.yes]),
-                              W.HBox([self.run_button, self.status]), self.message, self.grid, self.info,
-                              W.HBox([self.save_as, self.save_button])])
+        self.widget = W.VBox([self.prompt, _row(self.rows_axis, self.rows_values), _row(self.cols_axis, self.cols_values),
+                              _row(self.steps, self.steps_custom, self.size, self.size_custom, self.yes),
+                              _row(self.run_button, self.status), self.output, self.message, self.grid, self.info,
+                              _row(self.save_as, self.save_button)])
+        self.widget.add_class("fluxnb-sweep")
 
     def _repr_mimebundle_(self, **kw):
         return self.widget._repr_mimebundle_(**kw)
@@ -70,7 +70,9 @@ class SweepForm:
             kwargs = self.arguments()
             from . import sweeps
 
-            self.result = sweeps.sweep(self.prompt.value, **kwargs)
+            self.output.clear_output()
+            with self.output:  # the sweep's progress bar over the cells shows in the form
+                self.result = sweeps.sweep(self.prompt.value, **kwargs)
         except Exception as e:  # noqa: BLE001 - shown in the form
             self.status.value = ""
             self.message.value = error_html(e)
