@@ -176,8 +176,8 @@ def _check_type(key: str, value) -> None:
     if value is None and key not in ("prompts", "seeds", "force", "backend"):
         return
     if value is None or (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-        raise FluxnbError(f"{key} {value!r}: expected {expected}, got {_kind(value) if value is not None else 'nothing'}",
-                          field=key, value=value)
+        got = _kind(value) if value is not None else "nothing"
+        raise FluxnbError(f"{key} {value!r}: expected {expected}, got {got}", field=key, value=value)
 
 
 def _seed_list(value, source_name: str) -> list[int]:

@@ -76,27 +76,55 @@ def _ensure_logging() -> None:
 def execute(p: Plan) -> datetime:
     """Make every item not yet made; record failures and go on. Returns when it started
     (for `summarize`). A disk-full failure stops the batch (every later item would fail)."""
-    from . import logs
     from .batch import preflight
-    from .generation import base_record, generate
-    from .pipeline import get_pipeline
 
     _ensure_logging()
     started = now()
-    todo = p.todo
-    # 1. Tidy up after a killed run; say what is skipped.
-    if tidy(p.output_dir):
-        log.info("removed temp files left by a killed run in %s", p.output_dir)
-    if len(todo) < len(p.items):
-        log.info("skipping %d item(s) already made (force: true redoes them)", len(p.items) - len(todo))
-    if not todo:
-        return started
-    preflight(p)
+    # 1. One run of a batch at a time; what is made is read again under the lock, then
+    #    temp files left by a killed run are tidied away.
+    lock = _lock(p)
+    try:
+        fresh = runlog.ok_paths(p.output_dir)
+        p.done = {i.id: fresh[i.id] for i in p.items if i.id in fresh}
+        todo = p.todo
+        if tidy(p.output_dir):
+            log.info("removed temp files left by a killed run in %s", p.output_dir)
+        if len(todo) < len(p.items):
+            log.info("skipping %d item(s) already made (force: true redoes them)", len(p.items) - len(todo))
+        if todo:
+            preflight(p)
+            _make(p, todo)
+    finally:
+        os.close(lock)  # releases the lock (a killed process releases it too)
+    return started
 
-    # 2. Load the pipeline once: if that fails, no item could be made.
+
+def _lock(p: Plan) -> int:
+    import fcntl
+
+    folder = Path(p.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f".batch_{p.batch_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FluxnbError(f"batch {p.batch_id}: already running in {p.output_dir} (another process holds its lock)",
+                          field="batch_name", value=p.batch_id, fix="wait for it to finish, or stop it and run again"
+                          ) from None
+    return fd
+
+
+def _make(p: Plan, todo: list) -> None:
+    """Generate each item in turn (under the batch's lock)."""
+    from . import logs
+    from .generation import base_record, generate
+    from .pipeline import get_pipeline
+
+    # 1. Load the pipeline once: if that fails, no item could be made.
     get_pipeline(p.settings.load)
 
-    # 3. Each item: generate, save and record; keep only small facts (memory stays flat).
+    # 2. Each item: generate, save and record; keep only small facts (memory stays flat).
     gen_log = logging.getLogger("fluxnb.generation")
     level = gen_log.level
     gen_log.setLevel(logging.WARNING)
@@ -121,7 +149,6 @@ def execute(p: Plan) -> datetime:
                 log.warning("%s error: %s", head, msg)
     finally:
         gen_log.setLevel(level)
-    return started
 
 
 # ---------------------------------------------------------------------------------------

@@ -206,19 +206,20 @@ def cmd_batch(args) -> int:
         overrides[key] = parse_yaml(value, f"-p {key}")
     try:
         summary = batch.run(args.params, out=args.out, overrides=overrides, force=args.force)
-    except batch.BatchFailed as e:
+    except batch.BatchFailed as e:  # the summary on stdout, the failures as the error
         if e.summary is not None:
-            _print_batch_files(e.summary)
+            _print_batch(e.summary, args.json, failed=True)
         raise
-    if args.json:
-        _print_json(summary.to_dict())
-    else:
-        print(repr(summary))
-        _print_batch_files(summary)
+    _print_batch(summary, args.json)
     return 0
 
 
-def _print_batch_files(summary) -> None:
+def _print_batch(summary, as_json: bool, failed: bool = False) -> None:
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    if not failed:
+        print(repr(summary))
     for label, path in (("report", summary.report), ("contact sheet", summary.contact_sheet)):
         if path:
             print(f"{label}: {path}")

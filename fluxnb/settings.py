@@ -427,7 +427,8 @@ def draw_seed() -> int:
 
 _YAML11_BOOL = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
 _SURPRISE_INT = re.compile(r"^[-+]?(0[0-7_]+|0o[0-7_]+|0x[0-9a-fA-F_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+|\d+_[\d_]*)$")
-_SURPRISE_FLOAT = re.compile(r"^[-+]?([0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]*|[0-9_]*_[0-9_]*\.[0-9_]*|[0-9_]*\.[0-9_]*_[0-9_]*)$")
+_SURPRISE_FLOAT = re.compile(r"^[-+]?([0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]*"  # sexagesimal: 1:20.5 -> 80.5
+                             r"|[0-9_]*_[0-9_]*\.[0-9_]*|[0-9_]*\.[0-9_]*_[0-9_]*)$")  # underscores: 1_0.5 -> 10.5
 
 
 def _strict_loader(source: str):

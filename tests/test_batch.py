@@ -94,7 +94,8 @@ def test_examples_cover_the_issue():
 
 
 def test_plan_shapes_seeds_and_a_thousand_distinct_items():
-    p = batch.plan({"model": "tiny", "prompts": [f"prompt {i}" for i in range(100)], "seeds": {"start": 7, "count": 10}})
+    prompts = [f"prompt {i}" for i in range(100)]
+    p = batch.plan({"model": "tiny", "prompts": prompts, "seeds": {"start": 7, "count": 10}})
     assert len(p.items) == 1000 and len({i.id for i in p.items}) == 1000
     assert p.seeds == list(range(7, 17)) and [i.seed for i in p.items[:3]] == [7, 8, 9]
     r8 = batch.plan({"model": "tiny", "batch_name": "night", "seeds": {"random": 8}})
@@ -139,6 +140,15 @@ def test_bad_params_are_refused_with_the_key_value_and_fix(tmp_path, capsys, tex
     assert not (tmp_path / "out").exists() and not (tmp_path / "pwned").exists()
     for secret in ("hf_abcdefgh", "sk-ant-abcdefgh"):
         assert secret not in err
+
+
+def test_strict_yaml_keeps_meaning_or_refuses():
+    from fluxnb.settings import parse_yaml
+
+    assert parse_yaml("a: 2024-05-01\nb: 3.5\nc: '012'") == {"a": "2024-05-01", "b": 3.5, "c": "012"}
+    for text, shown in (("g: 1:20.5", "80.5"), ("g: 1_0.5", "10.5"), ("s: 1_000", "1000"), ("e: off", "boolean")):
+        with pytest.raises(FluxnbError, match=shown):
+            parse_yaml(text, "f.yaml")
 
 
 def test_secrets_never_become_parameters(tmp_path, capsys, monkeypatch):
@@ -193,6 +203,19 @@ def test_failures_are_recorded_and_the_batch_goes_on(tmp_path, monkeypatch):
     assert SENTINELS["HF_TOKEN"] not in (out / "runlog.jsonl").read_text()
     with pytest.raises(batch.BatchFailed, match="(?s)2 failed, 1 not made.*seed 2: error: ValueError"):
         batch.check(s)
+
+
+def test_one_run_of_a_batch_at_a_time(tmp_path):
+    import fcntl
+
+    out = tmp_path / "o"
+    p = batch.plan({"model": "tiny", "batch_name": "solo", "output_dir": str(out)})
+    out.mkdir()
+    with open(out / ".batch_solo.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another run holds it
+        with pytest.raises(FluxnbError, match="batch solo: already running"):
+            batch.execute(p)
+    assert not (out / "runlog.jsonl").exists()
 
 
 def test_contact_sheet_labels_made_and_failed_items(tmp_path):
