@@ -71,6 +71,29 @@ class _Scrubbed:
         self.stream.flush()
 
 
+def _runtime_dir() -> Path:
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    folder = Path(jupyter_runtime_dir())
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def tidy_runtime() -> int:
+    """Remove the kernel sockets (`fluxnb-PID-*`) of runs whose process was killed."""
+    removed = 0
+    for f in _runtime_dir().glob("fluxnb-*-*-*"):
+        try:
+            os.kill(int(f.name.split("-")[1]), 0)
+            continue  # still running
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+            removed += 1
+        except (ValueError, PermissionError):
+            continue
+    return removed
+
+
 def this_python_kernel():
     """A kernel manager class that starts the kernel with `sys.executable`."""
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
@@ -93,11 +116,7 @@ def this_python_kernel():
 
         @default("ip")
         def _ipc_path(self):
-            from jupyter_core.paths import jupyter_runtime_dir
-
-            folder = Path(jupyter_runtime_dir())
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            return str(folder / f"fluxnb-{os.getpid()}-{id(self)}")
+            return str(_runtime_dir() / f"fluxnb-{os.getpid()}-{id(self)}")
 
     return ThisPythonKernel
 
@@ -111,6 +130,7 @@ def execute(notebook: str | os.PathLike, report: str | os.PathLike, parameters: 
     from papermill.iorw import papermill_io
 
     report = Path(report).resolve()
+    tidy_runtime()
     if not any(scheme == SCHEME for scheme, _ in papermill_io._handlers):
         papermill_io.register(SCHEME, _ReportIO())
     kernel = {"kernel_name": kernel_name} if kernel_name else {

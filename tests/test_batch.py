@@ -323,6 +323,8 @@ def test_killed_run_resumes_exactly_the_missing_items_and_failures_exit_1(tiny_m
     monkeypatch.setenv("FLUXNB_TEST_NAN_SEEDS", "5")
     for name, value in SENTINELS.items():
         monkeypatch.setenv(name, value)
+    runtime = tmp_path / "runtime"  # the killed run's kernel sockets land here
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
 
     # 1. kill -9 the `fluxnb batch` process once two items are on record; its kernel follows it.
     env = dict(os.environ, FLUXNB_TEST_DELAY_S="0.5")
@@ -357,7 +359,7 @@ def test_killed_run_resumes_exactly_the_missing_items_and_failures_exit_1(tiny_m
     missing = [i for i in p.items if i.id not in before]
     assert sorted((r["id"], r["status"]) for r in new) == sorted(
         (i.id, "black" if i.seed == 5 else "ok") for i in missing)
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp")) and not list(runtime.glob("fluxnb-*"))  # tidied by the resumed run
     for img in images(out):
         with Image.open(img) as im:
             im.load()  # whole, never partial
