@@ -211,6 +211,36 @@ def cmd_enhance(args) -> int:
 
 # ==== batch (batch issue) ====
 
+def cmd_batch(args) -> int:
+    from . import batch
+    from .settings import parse_yaml
+
+    overrides = {}
+    for key, value in args.param or []:
+        if key in overrides:
+            raise FluxnbError(f"-p {key}: given twice", field=key, fix="give each key once")
+        batch.check_names({key: None}, f"-p {key}")
+        overrides[key] = parse_yaml(value, f"-p {key}")
+    try:
+        summary = batch.run(args.params, out=args.out, overrides=overrides, force=args.force)
+    except batch.BatchFailed as e:  # the summary on stdout, the failures as the error
+        if e.summary is not None:
+            _print_batch(e.summary, args.json, failed=True)
+        raise
+    _print_batch(summary, args.json)
+    return 0
+
+
+def _print_batch(summary, as_json: bool, failed: bool = False) -> None:
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    if not failed:
+        print(repr(summary))
+    for label, path in (("report", summary.report), ("contact sheet", summary.contact_sheet)):
+        if path:
+            print(f"{label}: {path}")
+
 
 # ==== lab, doctor, export (deployment issue) ====
 
@@ -283,7 +313,20 @@ def build_parser() -> argparse.ArgumentParser:
     _ = "sweep"
 
     # ---- batch command (batch issue) ----
-    _ = "batch"
+    from .batch import PARAMS as BATCH_PARAMS
+    p = sub.add_parser("batch", help="run a params file through the batch notebook (papermill)",
+                       description="Run notebooks/batch.ipynb on a params file with papermill and keep the executed "
+                                   "notebook (report mode) in the output folder. Same as: papermill "
+                                   "notebooks/batch.ipynb OUT.ipynb -f PARAMS.yaml. A rerun skips items already made.",
+                       epilog=f"params keys: {', '.join(BATCH_PARAMS)}. Examples in params/. "
+                              "Exit 1 when any item failed (they are listed); run again to retry them.")
+    p.add_argument("params", metavar="PARAMS.yaml", help="the params file")
+    p.add_argument("--out", "--output-dir", dest="out", metavar="DIR", help="output folder (overrides output_dir)")
+    p.add_argument("-p", "--parameter", dest="param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="override one key; VALUE is YAML, e.g. -p steps 8 -p seeds '[1, 2, 3]'")
+    p.add_argument("--force", action="store_true", help="redo items already made")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_batch)
 
     # ---- lab, doctor and export commands (deployment issue) ----
     _ = "lab"

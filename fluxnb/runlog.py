@@ -41,7 +41,9 @@ def append(directory: str | os.PathLike, record: dict) -> None:
     """Append one record durably and atomically with respect to other writers."""
     path = path_for(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
+    from .logs import scrub
+
+    line = scrub(json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":")))  # never a secret
     if "\n" in line:  # json.dumps escapes newlines; guard against a custom default
         line = line.replace("\n", "\\n")
     data = (line + "\n").encode("utf-8")
