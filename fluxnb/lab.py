@@ -325,9 +325,9 @@ def start(*, ip: str | None = None, port: int = PORT, open_browser: bool | None 
         code, _ = _http(f"http://{_connect_host(ip)}:{port}/api/contents")
         if code != 403:
             raise FluxnbError(f"JupyterLab answered an unauthenticated request with {code}, not 403: a Jupyter "
-                              "config file empties its token or sets a password; refusing to leave it running",
-                              field="token", fix="remove IdentityProvider.token / ServerApp.token / password from "
-                                                 "~/.jupyter/jupyter_server_config.* and rerun")
+                              "config file turns authentication off (an empty token?); refusing to leave it running",
+                              field="token", fix="remove IdentityProvider.token / ServerApp.token from the "
+                                                 "jupyter_server_config files in `jupyter --config-dir` and rerun")
     except BaseException:
         _terminate(proc.pid, group=background)
         raise

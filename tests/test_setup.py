@@ -23,7 +23,7 @@ SECRETS = {"HF_TOKEN": "hf_" + "Q" * 34, "ANTHROPIC_API_KEY": "sk-ant-api03-" + 
 
 
 def _env(tmp_path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in SECRETS and k not in ("RUNPOD_POD_ID", "HF_HOME")}
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS and k not in ("RUNPOD_POD_ID", "HF_TOKEN_PATH")}
     fake = tmp_path / "fakebin"
     fake.mkdir(exist_ok=True)
     smi = fake / "nvidia-smi"  # no GPU unless a test says otherwise
@@ -31,7 +31,7 @@ def _env(tmp_path, **extra) -> dict:
         smi.write_text("#!/bin/sh\nexit 9\n")
         smi.chmod(0o755)
     env.update(PATH=f"{fake}:{env['PATH']}", FLUXNB_CONFIG_ENV=str(tmp_path / "config.env"),
-               FLUXNB_WORKSPACE=str(tmp_path / "no-workspace"), HOME=str(tmp_path / "home"))
+               FLUXNB_WORKSPACE=str(tmp_path / "no-workspace"), HF_HOME=str(tmp_path / "hf-home"))
     env.update(extra)
     return env
 
@@ -343,3 +343,19 @@ def test_ci_runs_the_readme_test_command():
     commands = [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
     assert len(commands) == 2 and commands[0].startswith("./runpod_setup.sh")
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_hf_home_from_config_env_reaches_the_hub_client(tmp_path):
+    """The set-up writes HF_HOME into config.env; every fluxnb process (kernels too) must use it."""
+    cfg = tmp_path / "config.env"
+    cfg.write_text(f"HF_HOME={tmp_path}/volume/hf\n")
+    code = "import fluxnb, huggingface_hub.constants as c; print(c.HF_HOME)"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HOME", "HF_HUB_CACHE")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "FLUXNB_CONFIG_ENV": str(cfg)},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == f"{tmp_path}/volume/hf"
+    # The environment still wins.
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "FLUXNB_CONFIG_ENV": str(cfg),
+                                                            "HF_HOME": str(tmp_path / "mine")},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(tmp_path / "mine")
