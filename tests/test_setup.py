@@ -170,6 +170,30 @@ def test_rerun_changes_nothing_and_keeps_user_lines(tmp_path, session_env, tiny_
     assert (config.stat().st_mtime_ns, config.read_text(), stamp.stat().st_mtime_ns, stamp.read_text()) == snap
 
 
+@pytest.mark.skipif(Path(sys.prefix).resolve() != (ROOT / ".venv").resolve(),
+                    reason="needs the .venv that runpod_setup.sh made in this checkout")
+def test_setup_with_gpu_fetches_the_model_or_falls_back_to_tiny(tmp_path, session_env, tiny_model):
+    _with_gpu(tmp_path)
+    with FakeHub() as fake:
+        env = _env(tmp_path, HF_ENDPOINT=fake.url, HF_HUB_DISABLE_XET="1", HF_TOKEN=NO_LICENCE,
+                   FLUXNB_CACHE_DIR=str(tmp_path / "cache"))
+        # 1. The licence is not accepted: said, the tiny model instead, exit status 3.
+        r = setup_sh("--no-lab", env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 3, out
+        assert "has not accepted its licence (403)" in out and NO_LICENCE not in out
+        assert "setting up the tiny test model instead" in out
+        assert "FLUXNB_MODEL=tiny" in (tmp_path / "config.env").read_text()
+        # 2. With access: fetched and verified, and the tiny model is no longer configured.
+        r = setup_sh("--no-lab", env={**env, "HF_TOKEN": GOOD})
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out
+        assert "(model: black-forest-labs/FLUX.1-dev)" in out and "verified (sha256)" in out
+        assert "FLUXNB_MODEL" not in (tmp_path / "config.env").read_text()
+        assert (tmp_path / "hf-home" / "hub" / "models--black-forest-labs--FLUX.1-dev" / "snapshots" / SHA
+                / "model_index.json").is_file()
+
+
 # ---------------------------------------------------------------------------------------
 # fluxnb model fetch against a fake hub
 # ---------------------------------------------------------------------------------------
