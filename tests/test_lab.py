@@ -134,7 +134,7 @@ def test_lab_keeps_xsrf_and_origin_checks(lab_server):
 
 
 @pytest.mark.slow
-def test_lab_again_finds_the_running_one_and_reports_status(lab_server):
+def test_lab_again_finds_the_running_one_and_reports_status(lab_server, capsys):
     tmp_path = lab_server["dir"]
     r = run_cli(*lab_server["args"], env=lab_server["env"], timeout=120)
     assert r.returncode == 0, r.stderr
@@ -145,15 +145,21 @@ def test_lab_again_finds_the_running_one_and_reports_status(lab_server):
     # A changed token is not silently ignored.
     other = run_cli(*lab_server["args"], env={**lab_server["env"], "JUPYTER_TOKEN": "another-token-1234567890"})
     assert other.returncode == 2 and "another token" in other.stderr and "another-token" not in other.stderr
-    # doctor's row sees it.
-    from fluxnb import doctor
+    # doctor's row sees it, and an export says where to download the zip in it.
+    from fluxnb import cli, doctor
 
+    run = tmp_path / "outputs"
+    run.mkdir()
+    (run / "grid_seed.png").write_bytes(b"\x89PNG not really")
     os.environ["FLUXNB_CACHE_DIR"], old = str(tmp_path / "cache"), os.environ["FLUXNB_CACHE_DIR"]
     try:
         row = doctor.check_lab(None)
+        assert cli.main(["export", str(run)]) == 0
     finally:
         os.environ["FLUXNB_CACHE_DIR"] = old
     assert row.status == "ok" and str(lab_server["port"]) in row.value
+    err = capsys.readouterr().err
+    assert f"{lab_server['url']}/files/outputs/exports/fluxnb_outputs_" in err
 
 
 @pytest.mark.slow
