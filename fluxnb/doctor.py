@@ -5,7 +5,6 @@ Secrets are reported present or missing, never shown."""
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import shutil
 import sys

@@ -55,7 +55,6 @@ def on_pod() -> bool:
 
 def lab_dir() -> Path:
     from .testmodel import cache_dir
-
     return cache_dir() / "lab"
 
 
@@ -69,7 +68,6 @@ def state_file() -> Path:
 
 def log_file() -> Path:
     from .logs import log_dir
-
     return log_dir() / "jupyterlab.log"
 
 
@@ -172,12 +170,12 @@ def _http(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[int
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether it exists
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return pid > 0
 
 
 def _is_our_server(pid: int) -> bool:
@@ -224,9 +222,9 @@ def _port_taken_error(ip: str, port: int) -> FluxnbError:
         if os.environ.get("RUNPOD_POD_ID"):
             other += (" (RunPod's image starts one when JUPYTER_PASSWORD is set in the template; that one has its "
                       "token on the process list and allows any origin)")
+    template = " (or remove JUPYTER_PASSWORD from the template)" if os.environ.get("RUNPOD_POD_ID") else ""
     return FluxnbError(f"port {port} on {ip} is in use{other}", field="port", value=port,
-                       fix="stop the other server (or remove JUPYTER_PASSWORD from the template and restart the pod), "
-                           f"or use --port N and expose that port")
+                       fix=f"stop the other server{template}, or use --port N (and expose that port)")
 
 
 def server_command(ip: str, port: int, root: Path, preferred: str, open_browser: bool) -> list[str]:
