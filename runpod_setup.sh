@@ -33,7 +33,7 @@ FORCE_TINY=0
 MODEL_ID="black-forest-labs/FLUX.1-dev"
 PORT=8888
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --dev) DEV=1 ;;

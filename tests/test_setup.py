@@ -70,6 +70,7 @@ def test_help_and_bad_options(tmp_path):
     assert r.returncode == 0
     for flag in ("--no-lab", "--dev", "--dry-run", "--tiny", "--model", "--port", "--help"):
         assert flag in r.stdout
+    assert "set -euo" not in r.stdout and "Exit status" in r.stdout  # the header, all of it, no code
     r = setup_sh("--bogus", env=_env(tmp_path))
     assert r.returncode == 2 and "unknown option --bogus" in r.stderr
     r = setup_sh("--port", "eighty", env=_env(tmp_path))
