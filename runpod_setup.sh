@@ -112,7 +112,7 @@ fi
 TINY_WHY=""
 if [ "$FORCE_TINY" = 1 ]; then TINY_WHY="--tiny was given"
 elif [ "$GPU" = 0 ]; then TINY_WHY="no GPU"
-elif [ -z "$TOKEN_SOURCE" ]; then TINY_WHY="no Hugging Face token (HF_TOKEN in the environment or config.env, or hf auth login)"
+elif [ -z "$TOKEN_SOURCE" ]; then TINY_WHY="no Hugging Face token"
 fi
 
 say "checkout:     $ROOT"
@@ -252,8 +252,10 @@ if [ -z "$TINY_WHY" ]; then
 fi
 if [ "$MODEL" = "tiny" ]; then
   say "model: the tiny random-weight test model, because: $TINY_WHY."
-  say "  Its images are noise: it is there to test the code. For real images: a GPU pod, HF_TOKEN"
-  say "  (after accepting the licence at https://huggingface.co/black-forest-labs/FLUX.1-dev), then rerun."
+  say "  Its images are noise: it is there to test the code. For real images: a GPU pod and HF_TOKEN"
+  say "  (in the environment or config.env, or hf auth login; a read token from"
+  say "  https://huggingface.co/settings/tokens after accepting the licence at"
+  say "  https://huggingface.co/black-forest-labs/FLUX.1-dev), then rerun this script."
   run "$FLUXNB" -q model fetch tiny
 fi
 apply_config "$MODEL"
