@@ -282,7 +282,6 @@ def start(*, ip: str | None = None, port: int = PORT, open_browser: bool | None 
     ip = ip if ip is not None else ("0.0.0.0" if os.environ.get("RUNPOD_POD_ID") else "127.0.0.1")
     open_browser = (not pod) if open_browser is None else open_browser
     nb = Path(directory).expanduser().resolve() if directory else notebook_dir()
-    nb.mkdir(parents=True, exist_ok=True)
     root = Path(os.path.commonpath([nb, WORKSPACE])) if pod and WORKSPACE.is_dir() else nb.parent
     preferred = nb.relative_to(root).as_posix() if nb != root else ""
 
@@ -305,6 +304,7 @@ def start(*, ip: str | None = None, port: int = PORT, open_browser: bool | None 
     token = resolve_token()
 
     # 3. Start it.
+    nb.mkdir(parents=True, exist_ok=True)
     cmd = server_command(ip, port, root, preferred, open_browser)
     out = None
     if background:
