@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from . import __version__
@@ -220,6 +219,8 @@ def cmd_lab(args) -> int:
 
 
 def cmd_doctor(args) -> int:
+    import os
+
     from . import doctor
 
     checks = doctor.run_checks()
