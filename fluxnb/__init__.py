@@ -11,6 +11,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .settings import apply_hub_env as _apply_hub_env  # noqa: E402
+
+_apply_hub_env()  # before anything imports huggingface_hub (it reads HF_HOME once)
+
 _LAZY = {
     "generate": ("fluxnb.generation", "generate"),
     "GeneratedImage": ("fluxnb.generation", "GeneratedImage"),

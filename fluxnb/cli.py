@@ -244,6 +244,114 @@ def _print_batch(summary, as_json: bool, failed: bool = False) -> None:
 
 # ==== lab, doctor, export (deployment issue) ====
 
+def cmd_lab(args) -> int:
+    from . import lab
+
+    if args.stop:
+        print("stopped JupyterLab" if lab.stop() else "no JupyterLab started by fluxnb is running")
+        return 0
+    if args.status:
+        st = lab.status()
+        if args.json:
+            _print_json(st)
+        else:
+            print(f"JupyterLab running (pid {st['pid']}): {st['url']}/lab" if st["running"] else "JupyterLab is not "
+                  "running (start it with: fluxnb lab)")
+        return 0 if st["running"] else 1
+    info = lab.start(ip=args.ip, port=args.port, open_browser=False if args.no_browser else None,
+                     background=args.background, directory=args.notebook_dir)
+    if args.background or info.already_running:
+        print(info.message())
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    import os
+
+    from . import doctor
+
+    checks = doctor.run_checks()
+    if args.json:
+        _print_json(doctor.to_json(checks))
+    else:
+        print(doctor.table(checks, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+    return 0 if doctor.ready(checks) else 1
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    result = export_run(args.directory, since=args.since, out=args.out)
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    print(result.path)
+    log.info("%s", result.summary())
+    from pathlib import Path
+
+    from .lab import status
+    st = status()
+    if st["running"]:  # where to click in the browser that is logged in to JupyterLab
+        try:
+            rel = Path(result.path).resolve().relative_to(Path(st["root_dir"]).resolve()).as_posix()
+            log.info("download it in JupyterLab's file browser (right-click, Download) or at %s/files/%s",
+                     st["url"], rel)
+        except ValueError:
+            pass
+    return 0
+
+
+def cmd_model_fetch(args) -> int:
+    from .fetch import fetch
+
+    result = fetch(args.model, verify=args.verify)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(result.path)
+    return 0
+
+
+def add_deploy_commands(sub) -> None:
+    """`fluxnb lab`, `fluxnb doctor`, `fluxnb export` and `fluxnb model fetch`."""
+    p = sub.add_parser("lab", help="start JupyterLab in notebooks/, always behind a token",
+                       description="Start JupyterLab in the notebooks folder with token authentication. The token "
+                                   "comes from JUPYTER_TOKEN, JUPYTER_PASSWORD, or is generated and kept in a 0600 "
+                                   "file; it never appears on a command line.")
+    p.add_argument("--ip", default=None, help="address to listen on (default 0.0.0.0 on a pod, else 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8888, help="port (default 8888, the one to expose on RunPod)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser (never opened on a pod)")
+    p.add_argument("--background", action="store_true", help="start it detached, print the URL and return")
+    p.add_argument("--notebook-dir", default=None, metavar="DIR", help="default: the checkout's notebooks/")
+    p.add_argument("--stop", action="store_true", help="stop the JupyterLab fluxnb lab started")
+    p.add_argument("--status", action="store_true", help="say whether it is running (exit 1 if not)")
+    p.add_argument("--json", action="store_true", help="with --status: JSON")
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("doctor", help="is this machine ready? GPU, versions, token, model, disk, keys, JupyterLab")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("export", help="zip a run's images, run log and grids for download",
+                       description="Zip the images, run log and grids of an output folder (atomically).")
+    p.add_argument("directory", nargs="?", default=None, help="output folder (default: the configured output_dir)")
+    p.add_argument("--since", metavar="WHEN", help="only what was made since: 2026-11-24, 2026-11-24T18:00, "
+                                                    "today, yesterday, or 30m / 12h / 7d ago")
+    p.add_argument("--out", metavar="FILE.zip", help="default: DIR/exports/fluxnb_<folder>_<time>.zip")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    model = next(a for a in sub.choices["model"]._actions if isinstance(a, argparse._SubParsersAction))
+    f = model.add_parser("fetch", help="download a hub model once, with checks (token, licence, disk, checksums)",
+                         description="Download MODEL's diffusers folders (as `hf download MODEL --include ...`), after "
+                                     "checking the token, the licence and the free space; verify every file.")
+    f.add_argument("model", nargs="?", default="black-forest-labs/FLUX.1-dev",
+                   help="hub id (default black-forest-labs/FLUX.1-dev), tiny, or a local folder")
+    f.add_argument("--verify", choices=["sha256", "size"], default="sha256",
+                   help="check the finished files by checksum (default) or by size only")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_model_fetch)
+
 
 # ==== performance issue ====
 
@@ -329,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_batch)
 
     # ---- lab, doctor and export commands (deployment issue) ----
-    _ = "lab"
+    add_deploy_commands(sub)
 
     # ---- more model commands (performance issue) ----
     _ = "perf"

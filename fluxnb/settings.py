@@ -212,6 +212,23 @@ def getenv(name: str, default: str | None = None) -> str | None:
     return read_env_file(config_env_path()).get(name, default)
 
 
+HUB_ENV_NAMES = ("HF_HOME", "HF_HUB_CACHE")
+
+
+def apply_hub_env() -> None:
+    """The Hugging Face client reads only the environment: copy HF_HOME / HF_HUB_CACHE from
+    config.env (where runpod_setup.sh puts them) into it, unless already set. On a RunPod pod
+    with neither, HF_HOME defaults to the volume, so the model is never fetched twice."""
+    file_env = None
+    for name in HUB_ENV_NAMES:
+        if name not in os.environ:
+            file_env = read_env_file(config_env_path()) if file_env is None else file_env
+            if file_env.get(name):
+                os.environ[name] = file_env[name]
+    if "HF_HOME" not in os.environ and os.environ.get("RUNPOD_POD_ID") and Path("/workspace").is_dir():
+        os.environ["HF_HOME"] = "/workspace/.cache/huggingface"
+
+
 def _env_layer() -> tuple[dict, dict]:
     values, sources = {}, {}
     file_env = read_env_file(config_env_path())

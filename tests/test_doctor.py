@@ -1,0 +1,130 @@
+"""`fluxnb doctor`: the readiness table, its fixes, --json, offline, and no secret shown."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from conftest import run_cli
+
+HF = "hf_" + "D" * 34
+ANT = "sk-ant-api03-" + "E" * 40
+NAMES = ["python", "gpu", "torch", "diffusers", "transformers", "offload", "hf_token", "model", "disk",
+         "anthropic_key", "jupyterlab", "config.env"]
+
+
+def _doctor(capsys, *args) -> tuple[int, str]:
+    from fluxnb import cli
+
+    code = cli.main(["doctor", *args])
+    return code, capsys.readouterr().out
+
+
+def _rows(out: str) -> dict:
+    return {c["name"]: c for c in json.loads(out)["checks"]}
+
+
+def test_doctor_on_a_cpu_machine_with_the_tiny_model(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("FLUXNB_MODEL", "tiny")
+    monkeypatch.setenv("FLUXNB_CACHE_DIR", str(tmp_path / "cache"))  # no JupyterLab started here
+    monkeypatch.setenv("HF_TOKEN", HF)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANT)
+    code, out = _doctor(capsys, "--json")
+    assert HF not in out and ANT not in out
+    data = json.loads(out)
+    rows = _rows(out)
+    assert list(rows) == NAMES
+    assert code == 0 and data["ready"] is True
+    assert rows["gpu"]["status"] == "warn" and "CPU only" in rows["gpu"]["value"]  # fine for tiny, said
+    assert rows["torch"]["value"].startswith("2.") and rows["diffusers"]["status"] == "ok"
+    assert rows["offload"]["value"].startswith("auto -> none (bf16) on cpu")
+    assert rows["hf_token"] == {"name": "hf_token", "status": "ok", "fix": "",
+                                "value": "present, from the environment (HF_TOKEN) (not shown)"}
+    assert rows["anthropic_key"]["value"] == "present (not shown)"
+    assert rows["model"]["status"] == "warn" and "tiny" in rows["model"]["value"]
+    assert rows["jupyterlab"]["status"] == "warn" and "fluxnb lab" in rows["jupyterlab"]["fix"]
+    assert rows["disk"]["status"] == "ok" and "free on" in rows["disk"]["value"]
+    # The table says the same, with the fixes under failing rows.
+    code, table = _doctor(capsys)
+    assert HF not in table and ANT not in table
+    assert "WARN  gpu" in table and "-> start it: fluxnb lab" in table and table.rstrip().endswith("ready")
+
+
+def test_doctor_names_every_fix_for_flux_dev_without_token_gpu_or_model(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("FLUXNB_MODEL", "black-forest-labs/FLUX.1-dev")
+    monkeypatch.setenv("FLUXNB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FLUXNB_ENHANCE", "claude")
+    code, out = _doctor(capsys, "--json")
+    rows = _rows(out)
+    assert code == 1 and json.loads(out)["ready"] is False
+    assert rows["gpu"]["status"] == "fail" and "rent a GPU pod" in rows["gpu"]["fix"]
+    assert rows["hf_token"]["status"] == "fail" and "HF_TOKEN" in rows["hf_token"]["fix"]
+    assert rows["model"]["status"] == "fail"
+    assert rows["model"]["fix"].startswith("fluxnb model fetch black-forest-labs/FLUX.1-dev")
+    assert rows["anthropic_key"]["status"] == "fail" and "ANTHROPIC_API_KEY" in rows["anthropic_key"]["fix"]
+    _, table = _doctor(capsys)
+    assert "FAIL  model" in table and "not ready: 4 row(s) marked FAIL" in table
+
+
+def test_doctor_sees_a_fetched_model_and_low_disk(monkeypatch, capsys, tmp_path):
+    from fluxnb import doctor
+
+    snap = tmp_path / "snap"
+    (snap / "vae").mkdir(parents=True)
+    (snap / "model_index.json").write_text("{}")
+    (snap / "vae" / "w.bin").write_bytes(b"x" * 1000)
+    marker = tmp_path / "cache" / "fetched" / "black-forest-labs--FLUX.1-dev.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"path": str(snap), "revision": "abc", "verified": "sha256",
+                                  "files": {"model_index.json": 2, "vae/w.bin": 1000}}))
+    monkeypatch.setenv("FLUXNB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FLUXNB_MODEL", "black-forest-labs/FLUX.1-dev")
+    _, out = _doctor(capsys, "--json")
+    row = _rows(out)["model"]
+    assert row["status"] == "ok" and "downloaded and verified" in row["value"] and str(snap) in row["value"]
+    # A file that changed size makes it "not downloaded" again.
+    (snap / "vae" / "w.bin").write_bytes(b"x" * 10)
+    _, out = _doctor(capsys, "--json")
+    assert _rows(out)["model"]["status"] == "fail"
+    # Low disk: the row fails and says what to free.
+    monkeypatch.setattr(doctor, "MIN_FREE_BYTES", 10**18)
+    _, out = _doctor(capsys, "--json")
+    assert _rows(out)["disk"]["status"] == "fail" and "free space" in _rows(out)["disk"]["fix"]
+
+
+def test_doctor_flags_a_readable_config_env_with_keys(monkeypatch, capsys, tmp_path):
+    cfg = tmp_path / "config.env"
+    cfg.write_text(f"ANTHROPIC_API_KEY={ANT}\nFLUXNB_MODEL=tiny\n")
+    cfg.chmod(0o644)
+    monkeypatch.setenv("FLUXNB_CONFIG_ENV", str(cfg))
+    code, out = _doctor(capsys, "--json")
+    rows = _rows(out)
+    assert ANT not in out
+    assert rows["anthropic_key"]["status"] == "ok"  # read from config.env
+    assert rows["config.env"]["status"] == "warn" and rows["config.env"]["fix"] == f"chmod 600 {cfg}"
+    cfg.chmod(0o600)
+    _, out = _doctor(capsys, "--json")
+    assert _rows(out)["config.env"]["status"] == "ok"
+
+
+def test_a_broken_check_is_a_row_not_a_crash(monkeypatch, capsys):
+    from fluxnb import doctor
+
+    def boom(s):
+        raise RuntimeError("no nvml")
+
+    monkeypatch.setattr(doctor, "CHECKS", (doctor.check_python, boom))
+    code, out = _doctor(capsys, "--json")
+    rows = _rows(out)
+    assert code == 1 and rows["boom"]["status"] == "fail" and "no nvml" in rows["boom"]["value"]
+
+
+@pytest.mark.slow
+def test_doctor_works_offline_in_its_own_process(tmp_path):
+    # A hub address nothing listens on, and offline mode off: doctor must not try it.
+    r = run_cli("doctor", env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0",
+                               "FLUXNB_MODEL": "tiny", "HF_TOKEN": HF, "FLUXNB_CACHE_DIR": str(tmp_path)}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ok    torch" in r.stdout and HF not in r.stdout + r.stderr
+    assert os.environ.get("HF_TOKEN") is None
