@@ -142,10 +142,11 @@ def gpu_part(a) -> dict:
 
     pipeline.unload()
     gc.collect()
-    model = build(cache_dir() / "models" / "full-bf16-v1", "full", device="cuda", dtype=torch.bfloat16)
+    total = torch.cuda.get_device_properties(0).total_memory
+    where = "cuda" if total > 40 * 2**30 else "cpu"  # the random weights are made once; ~33 GB in bf16
+    model = build(cache_dir() / "models" / "full-bf16-v1", "full", device=where, dtype=torch.bfloat16)
     gc.collect()
     torch.cuda.empty_cache()
-    total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, CAP_GIB * 2**30 / total))
     s = resolve(model=str(model), device="cuda", offload="model", steps=a.gpu_steps,
                 size=f"{a.gpu_size}x{a.gpu_size}", image_format="png")

@@ -260,6 +260,26 @@ def test_sizes_differ_and_smaller_cells_are_centred(tiny_model, outdir):
     assert (w, h) == (32, 48) and x - x0 > 64 + 16 - 1
 
 
+def test_enhanced_vs_raw_enhances_once_per_backend(tiny_model, outdir, monkeypatch):
+    from fluxnb import enhancer
+    from fluxnb.generation import generate
+
+    calls = []
+
+    def fake(prompt, backend="none", **kw):
+        calls.append(backend)
+        return enhancer.Enhancement(prompt, prompt if backend == "none" else prompt + ", golden hour, 35mm", backend)
+
+    monkeypatch.setattr(enhancer, "enhance", fake)
+    r = fluxnb.sweep("a fox", enhance="none,local", seeds="1-3", out=outdir, progress=False, **FAST)
+    assert (r.plan.rows.name, r.plan.rows.labels) == ("enhance", ["enhance: none", "enhance: local"])
+    assert sorted(calls) == ["local", "none"]                 # once per backend, not per cell
+    assert [c.record["enhanced_prompt"] for c in r.cells] == [""] * 3 + ["a fox, golden hour, 35mm"] * 3
+    [g] = generate("a fox", enhance="local", seed=2, save=False, record=False, progress=False, **FAST)
+    assert np.abs(arr(g.image) - arr(r.cells[4].image)).max() <= 2
+    assert np.abs(arr(g.image) - arr(r.cells[1].image)).max() > 2   # the enhanced prompt changed the image
+
+
 # ---------------------------------------------------------------------------------------
 # Resume after an interruption
 # ---------------------------------------------------------------------------------------
