@@ -65,21 +65,24 @@ def _font(size: int):
     return ImageFont.load_default(size=size)
 
 
-def wrap(text: str, font, width: float, max_lines: int) -> list[str]:
-    """Lines of `text` no wider than `width` pixels (long words cut), at most `max_lines`
-    (the last ends in … when text was left out)."""
+def wrap(text, font, width: float, max_lines: int) -> list[str]:
+    """Lines of `text` no wider than `width` pixels, at most `max_lines` (the last ends in …
+    when text was left out). `text` is broken between words, or between items when it is a
+    list of items (joined by " · "); a word wider than a line is cut."""
+    sep = " · " if isinstance(text, (list, tuple)) else " "
+    paras = [list(text)] if sep != " " else [p.split(" ") for p in str(text).split("\n")]
     lines: list[str] = []
-    for para in str(text).split("\n"):
+    for words in paras:
         cur = ""
-        for word in para.split(" "):
-            trial = f"{cur} {word}" if cur else word
+        for word in words:
+            trial = f"{cur}{sep}{word}" if cur else word
             if font.getlength(trial) <= width:
                 cur = trial
                 continue
             if cur:
                 lines.append(cur)
             while font.getlength(word) > width and len(word) > 1:
-                cut = max(1, max(i for i in range(1, len(word) + 1) if font.getlength(word[:i]) <= width or i == 1))
+                cut = max([1] + [i for i in range(1, len(word)) if font.getlength(word[:i]) <= width])
                 lines.append(word[:cut])
                 word = word[cut:]
             cur = word
@@ -94,11 +97,14 @@ def wrap(text: str, font, width: float, max_lines: int) -> list[str]:
 
 def draw(images: list, row_labels: list, col_labels: list, title: list) -> tuple[object, list]:
     """A grid of `images` (rows x columns of PIL images, None for a missing cell) with
-    labels. Returns (PIL image, boxes): boxes[r][c] = [x, y, w, h] where cell (r, c) lies.
-    Cells are as large as the largest image; smaller ones are centred."""
+    labels. `title`: lines, each a string or a list of items. Returns (PIL image, boxes):
+    boxes[r][c] = [x, y, w, h] where cell (r, c) lies. Cells are as large as the largest
+    image; smaller ones are centred. A narrow grid is widened (up to ~32 characters'
+    width) for its title, the cells centred beneath."""
     from PIL import Image, ImageDraw
 
     # 1. Measure: cells, font, label bands, title.
+    title = [t for t in title if t]
     present = [im for row in images for im in row if im is not None]
     cw = max((im.width for im in present), default=64)
     ch = max((im.height for im in present), default=64)
@@ -112,7 +118,10 @@ def draw(images: list, row_labels: list, col_labels: list, title: list) -> tuple
     row_lines = [wrap(t, font, row_w, LABEL_LINES + 1) for t in row_labels]
     rw = int(row_w) + 2 * pad if row_labels else 0
     hh = max((len(x) for x in col_lines), default=0) * lh + 2 * pad if col_labels else 0
-    width = rw + ncols * cw + (ncols - 1) * gap
+    block = rw + ncols * cw + (ncols - 1) * gap
+    natural = max((font.getlength(" · ".join(t) if isinstance(t, (list, tuple)) else t) for t in title), default=0)
+    width = max(block, min(int(natural) + 2 * pad, 32 * fs))
+    x0 = (width - block) // 2
     title_lines = [ln for t in title for ln in wrap(t, font, width - 2 * pad, TITLE_LINES)][:TITLE_LINES * 2]
     th = len(title_lines) * lh + 2 * pad if title_lines else 0
     height = th + hh + nrows * ch + (nrows - 1) * gap
@@ -129,10 +138,10 @@ def draw(images: list, row_labels: list, col_labels: list, title: list) -> tuple
             lines = row_lines[r]
             top = y + (ch - len(lines) * lh) // 2
             for i, ln in enumerate(lines):
-                pen.text((rw // 2, top + i * lh), ln, fill="black", font=font, anchor="ma")
+                pen.text((x0 + rw // 2, top + i * lh), ln, fill="black", font=font, anchor="ma")
         boxes.append([])
         for c in range(ncols):
-            x = rw + c * (cw + gap)
+            x = x0 + rw + c * (cw + gap)
             if r == 0 and c < len(col_lines):
                 top = th + hh - pad - len(col_lines[c]) * lh
                 for i, ln in enumerate(col_lines[c]):
@@ -176,10 +185,10 @@ def save_sweep_grid(p, g: int) -> tuple[object, Path]:
     title = [fixed.pop("prompt")] if "prompt" in fixed else []
     if p.prompt and "{}" in p.prompt:
         title.append(p.prompt)
-    title.append(" · ".join(f"{k}: {_show(v)}" for k, v in fixed.items()))
+    title.append([f"{k}: {_show(v)}" for k, v in fixed.items()])
     page = {a.name: a.values[_page_index(p, g)[i]] for i, a in enumerate(p.pages)}
     if page:
-        title.append(" · ".join(a.labels[_page_index(p, g)[i]] for i, a in enumerate(p.pages)))
+        title.append([a.labels[_page_index(p, g)[i]] for i, a in enumerate(p.pages)])
     image, boxes = draw([[c.image for c in row] for row in matrix], p.rows.labels if p.rows else [],
                         p.cols.labels if p.cols else [], title)
     meta = {"kind": "sweep_grid", "sweep": p.definition(), "settings": cells[0].record.get("settings") or
@@ -263,8 +272,10 @@ def grid(df, rows: str | None = None, cols: str | None = None, where: str | None
             order.append(rec)
             matrix[-1].append(_open(rec["path"]) if rec else None)
     shown = set(keys) | ({"model_name"} if "model" in keys else set())
-    title = [_label(n, _key(sel[n].iloc[0])) for n in TITLE_COLUMNS
-             if n in sel and n not in shown and sel[n].nunique(dropna=False) == 1]
+    same = [n for n in TITLE_COLUMNS if n in sel and n not in shown and sel[n].nunique(dropna=False) == 1]
+    title = [_label(n, _key(sel[n].iloc[0])) for n in same if n == "prompt"]
+    title.append([_label(n, _key(sel[n].iloc[0])) for n in same
+                  if n != "prompt" and not (n == "enhancer" and sel[n].iloc[0] == "none")])
     if where:
         title.append(f"where {where}")
     image, boxes = draw(matrix, [_label(rows, v) for v in rv] if rows else [],

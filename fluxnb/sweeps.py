@@ -112,8 +112,9 @@ class Plan:
                 "settings": {k: v for k, v in self.base.to_dict().items() if k not in {a.name for a in self.axes}}}
 
     def describe(self) -> str:
-        dims = " x ".join(f"{len(a.values)} {a.name}" for a in self.axes) or "1 cell"
-        return f"sweep {self.sweep_id}: {len(self.cells)} cells ({dims}) on {self.n_grids} grid(s)"
+        dims = " x ".join(f"{len(a.values)} {a.name}" for a in self.axes) or "no axis"
+        n, g = len(self.cells), self.n_grids
+        return f"sweep {self.sweep_id}: {n} cell{'s' * (n != 1)} ({dims}) on {g} grid{'s' * (g != 1)}"
 
 
 @dataclass
@@ -257,7 +258,7 @@ def _validate(name: str, value, base: Settings):
     s = base.replace(**{name: value})
     norm = getattr(s, name)
     if name == "size":
-        label = f"{norm} ({s.width}x{s.height})" if norm != f"{s.width}x{s.height}" else norm
+        label = f"size: {norm} ({s.width}x{s.height})" if norm != f"{s.width}x{s.height}" else f"size: {norm}"
         return norm, (s.width, s.height), label
     if name == "model":
         from .pipeline import display_name
