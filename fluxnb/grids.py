@@ -240,7 +240,8 @@ def grid(df, rows: str | None = None, cols: str | None = None, where: str | None
     if rows is not None and rows == cols:
         raise FluxnbError(f"cols {cols!r}: the same column as rows", field="cols", value=cols,
                           fix="give rows and columns different columns")
-    sel = df[(df["status"] == "ok") & df["path"].notna()]
+    sel = df[(df["status"] == "ok") & df["path"].notna()].copy()
+    sel["path"] = [_find(x, source) for x in sel["path"]]
     sel = sel[[Path(x).is_file() for x in sel["path"]]]
     if where:
         sel = _query(sel, where, df.columns)
@@ -286,6 +287,16 @@ def grid(df, rows: str | None = None, cols: str | None = None, where: str | None
     if out is not None:
         grid_.path = _save(grid_, where, source, out)
     return grid_
+
+
+def _find(path: str, source: str | None) -> str:
+    """A recorded path, or (run from another folder) the file of that name beside the run log."""
+    if Path(path).is_file() or source is None:
+        return path
+    from .runlog import path_for
+
+    beside = path_for(source).parent / Path(path).name
+    return str(beside) if beside.is_file() else path
 
 
 def _column(df, name: str | None, which: str) -> str | None:

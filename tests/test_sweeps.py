@@ -374,6 +374,19 @@ def test_cli_sweep_json_and_grid(tiny_model, outdir, capsys):
     g = json.loads(capsys.readouterr().out)
     assert rc == 0 and g["row_values"] == [1.5, 3.5] and g["images"][1] == data["images"][2]
     assert read_metadata(g["grid"])["fluxnb"]["grid"]["rows"] == "guidance"
+    assert g["grid"] == str(outdir / "grid_guidance_by_seed.png")
+
+
+def test_grid_finds_images_recorded_with_a_relative_folder(tiny_model, tmp_path, monkeypatch, capsys):
+    from fluxnb.cli import main
+
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    fluxnb.sweep("a fox", seeds="1,2", out="out", progress=False, **FAST)   # records say out/flux_...png
+    monkeypatch.chdir(tmp_path)
+    assert main(["grid", "a/out", "--cols", "seed", "--out", "g.png", "--json"]) == 0
+    g = json.loads(capsys.readouterr().out)
+    assert g["grid"] == "g.png" and all(p.startswith("a/out/") for p in g["images"])
 
 
 @pytest.mark.parametrize("args,words", [
