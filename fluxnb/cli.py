@@ -191,24 +191,28 @@ def cmd_tokens(args) -> int:
 
 # ==== sweep and grid (sweeps issue) ====
 
-# Settings flags that take a list in `fluxnb sweep` (their names come from add_settings_flags).
-SWEEP_LIST_DESTS = ("steps", "size", "guidance", "enhance", "seed", "max_sequence_length", "vae_tiling", "precision",
-                    "model", "enhance_model")
+def sweep_list_dests() -> list:
+    """The settings flags that take a list in `fluxnb sweep` (names from add_settings_flags,
+    axes from fluxnb.sweeps.AXES)."""
+    from .sweeps import AXES
+
+    return [k for k in AXES if k != "prompt"]
 
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     """Every generate flag, the sweepable ones taking lists, plus the sweep's own."""
     add_settings_flags(p)
+    dests = sweep_list_dests()
     for action in p._actions:
-        if action.dest in SWEEP_LIST_DESTS and action.option_strings and action.nargs is None:
+        if action.dest in dests and action.option_strings and action.nargs is None:
             choices = f"of {', '.join(action.choices)}" if action.choices else ""
             action.choices, action.metavar = None, "LIST"
             action.help = f"{action.help or ''}; a comma list {choices} to sweep".strip("; ")
     a = p.add_argument_group("sweep")
     a.add_argument("--seeds", metavar="LIST", help="1,2,3 | 1-5 | 1-10 (+2) | 1-10 [5] | random:4 (drawn, recorded)")
     a.add_argument("--prompts", metavar="A|B", help="prompts to sweep, separated by |; with {} in PROMPT they fill it")
-    a.add_argument("--rows", metavar="AXIS", help="the axis down the rows (default: the first given of prompt, "
-                   "enhance, seed, guidance, steps, size, ...)")
+    a.add_argument("--rows", metavar="AXIS", help="the axis down the rows (default: the first of prompt, enhance, "
+                   "seed, guidance, steps, size, ... that varies)")
     a.add_argument("--cols", metavar="AXIS", help="the axis across the columns (default: the next one)")
     a.add_argument("--batch-size", dest="batch_size", type=int, metavar="N",
                    help="cells per pipeline call (default: 4 on the CPU, 1 on a GPU)")
@@ -220,7 +224,7 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
 def cmd_sweep(args) -> int:
     from .sweeps import plan, run
 
-    axes = {k: getattr(args, k) for k in SWEEP_LIST_DESTS if getattr(args, k) is not None}
+    axes = {k: getattr(args, k) for k in sweep_list_dests() if getattr(args, k, None) is not None}
     base = settings_from_args(argparse.Namespace(**{**vars(args), **{k: None for k in axes}}))
     p = plan(args.prompt, seeds=args.seeds, prompts=args.prompts, rows=args.rows, cols=args.cols, yes=args.yes,
              settings=base, **axes)

@@ -214,12 +214,15 @@ def test_cells_equal_generate_batched_and_single(made, tiny_model, tmp_path, cap
     assert rec["id"] == c.id and np.abs(arr(open_image(rec["path"])) - arr(open_image(c.path))).max() <= 2
 
 
-def test_staged_denoises_everything_before_decoding(tiny_model, outdir, made):
+def test_staged_denoises_everything_before_decoding(tiny_model, outdir, made, monkeypatch):
     _out, r = made
     from fluxnb.pipeline import get_pipeline
 
     loaded = get_pipeline(r.cells[0].settings.load)
-    order = []
+    order, offloads = [], []
+    cls = type(loaded.pipe)
+    real = cls.maybe_free_model_hooks
+    monkeypatch.setattr(cls, "maybe_free_model_hooks", lambda self: offloads.append(1) or real(self))
     hooks = [loaded.pipe.transformer.register_forward_pre_hook(lambda *a: order.append("T")),
              loaded.pipe.vae.decoder.register_forward_pre_hook(lambda *a: order.append("V"))]
     try:
@@ -229,6 +232,7 @@ def test_staged_denoises_everything_before_decoding(tiny_model, outdir, made):
         for h in hooks:
             h.remove()
     assert order == ["T"] * 8 + ["V"] * 4                     # 4 cells x 2 steps, then 4 decodes
+    assert len(offloads) == 1                                 # components sent back once, not after each call
     assert "maybe_free_model_hooks" not in vars(loaded.pipe)
     for a, b in zip(s.cells, r.cells):
         assert np.abs(arr(a.image) - arr(b.image)).max() <= 2
