@@ -152,8 +152,8 @@ def test_cells_saved_recorded_and_row_major(made):
     out, r = made
     assert [(c.seed, c.settings.guidance) for c in r.cells] == [(11, 1.5), (11, 5.0), (12, 1.5), (12, 5.0)]
     assert r.images == [c.path for c in r.cells] and all(p.is_file() for p in r.images)
-    recs = [x for x in runlog.read(out) if x["status"] == "ok"]
-    assert len(recs) == 4 and {x["sweep_id"] for x in recs} == {r.sweep_id}
+    recs = [x for x in runlog.read(out) if x.get("sweep_id") == r.sweep_id]
+    assert [x["status"] for x in recs] == ["ok"] * 4 and {x["path"] for x in recs} == {str(p) for p in r.images}
     for c in r.cells:
         meta = read_metadata(c.path)["fluxnb"]
         assert (meta["seed"], meta["guidance"], meta["steps"]) == (c.seed, c.settings.guidance, 2)
