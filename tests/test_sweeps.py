@@ -400,11 +400,11 @@ def test_grid_finds_images_recorded_with_a_relative_folder(tiny_model, tmp_path,
     (["--seeds", "1,2", "--rows", "sampler"], "not an axis"),
     (["--enhance", "none,psychic"], "unknown value"),
 ])
-def test_cli_bad_input_exits_nonzero_and_makes_nothing(args, words, outdir, caplog):
+def test_cli_bad_input_exits_nonzero_and_makes_nothing(args, words, outdir, capsys):
     from fluxnb.cli import main
 
     assert main(["sweep", "a fox", "--model", "tiny", "--out", str(outdir), *args]) == 2
-    assert words in caplog.text and not outdir.exists()
+    assert words in capsys.readouterr().err and not outdir.exists()
     assert main(["grid", str(outdir), "--rows", "seed"]) == 2
 
 
