@@ -144,7 +144,6 @@ def configure_tiling(loaded, s: Settings) -> None:
 
 def render(loaded, s: Settings, seed: int, embeds, *, callbacks=(), progress: bool = True) -> tuple[object, dict]:
     """Denoise and decode one image; returns (PIL image at the final size, timings)."""
-    import numpy as np
     import torch
 
     w, h = s.render_size
@@ -175,12 +174,7 @@ def render(loaded, s: Settings, seed: int, embeds, *, callbacks=(), progress: bo
         if bar is not None:
             bar.close()
     t1 = time.perf_counter()
-    if (w, h) != (s.width, s.height):  # a cropping preset (hd): centre crop
-        left, top = (w - s.width) // 2, (h - s.height) // 2
-        image = image.crop((left, top, left + s.width, top + s.height))
-    if int(np.asarray(image).max()) <= 2:
-        raise RuntimeFailure(f"seed {seed}: the image came out black (NaN in the model's output)", field="precision",
-                             value=s.precision, fix="never use fp16 with FLUX; try --precision bf16", status="black")
+    image = finish_image(image, s, seed)
     denoised = marks.get("denoised", t1)
     return image, {"denoise_s": round(denoised - t0, 4), "decode_s": round(t1 - denoised, 4)}
 
