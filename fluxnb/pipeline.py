@@ -137,7 +137,7 @@ def pick_offload(offload: str, device: str, precision: str, free_gib: float | No
     for row in rows:
         if row["peak_gib"] + margin <= free:
             chosen = precision if precision != "bf16" else row["precision"]
-            why = f" (bf16 needs more than {free:.1f} GiB)" if chosen != precision else ""
+            why = " (bf16 does not fit: fp8 weights instead)" if chosen != precision else ""
             return row["offload"], chosen, (f"offload auto: {free:.1f} GiB free VRAM -> offload {row['offload']}, "
                                             f"precision {chosen}{why}")
     return "sequential", precision, (f"offload auto: {free:.1f} GiB free VRAM -> offload sequential (even that may "

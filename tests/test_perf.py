@@ -76,7 +76,7 @@ def test_pick_offload_24gb_card_fits_the_goal_and_says_why():
     row = next(r for r in offload_table() if (r["offload"], r["precision"]) == (offload, precision))
     assert row["peak_gib"] * 2**30 <= 23e9          # the goal: at most 23 GB under a 24 GB cap
     assert offload != "model"
-    assert "bf16 needs more than" in note
+    assert "bf16 does not fit" in note
 
 
 def test_pick_offload_reads_free_vram_when_not_given(monkeypatch):
@@ -385,14 +385,18 @@ def test_bench_generate_args_and_commands(tmp_path):
 
 
 def test_bench_generate_summary_and_table():
-    times = {"generate": [5.0, 5.4, 5.2], "diffusers": [5.0, 4.8, 5.1], "import": [0.2, 0.25, 0.3],
-             "python": [0.02, 0.02, 0.02], "tokens": [1.5, 1.4, 1.6], "help": [0.1, 0.1, 0.1]}
+    times = {"generate": [5.0, 5.4, 5.2], "diffusers": [5.0, 4.8, 5.1], "import": [0.2, 0.23, 0.3],
+             "tokens": [1.5, 1.4, 1.6], "help": [0.1, 0.1, 0.1], "generate-teardown": [6.0, 6.1, 6.2],
+             "generate:cpu": [9.0, 9.0, 9.0], "diffusers:cpu": [10.0, 10.0, 10.0]}
     res = bench_generate.summarize(times)
     rows = {r[0].split(" (")[0]: r for r in res["rows"]}
     gen_row = rows["fluxnb generate vs plain diffusers"]
     assert gen_row[3] == pytest.approx(5.2 / 5.0) and gen_row[-1] is True
     assert rows["import fluxnb"][1] == pytest.approx(0.23) and rows["import fluxnb"][-1] is True
     assert rows["fluxnb tokens PROMPT"][-1] is False                   # 1.5 s misses the 1 s goal
+    assert rows["  same, with Python's full teardown"][3] == pytest.approx(6.1 / 5.0)
+    assert rows["  same, CPU seconds"][3] == pytest.approx(0.9)
+    assert rows["  same, best of the runs"][3] == pytest.approx(5.0 / 4.8)
     table = bench_generate.format_table(res["rows"])
     assert "1.040" in table and "NO" in table and "<= 1.10x" in table
 
