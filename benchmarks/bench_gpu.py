@@ -154,7 +154,7 @@ def run_config(cfg: Config, a, device: str) -> dict:
     import torch
 
     row = {"name": cfg.name, "offload": cfg.offload, "precision": cfg.precision, "compile": cfg.compile,
-           "s": {}, "peak_gib": None, "encode_s": None, "compile_s": None, "error": ""}
+           "s": {}, "best_s": {}, "peak_gib": None, "encode_s": None, "compile_s": None, "error": ""}
     if cfg.cuda_only and device != "cuda":
         row["error"] = "needs CUDA"
         return row
@@ -181,6 +181,7 @@ def run_config(cfg: Config, a, device: str) -> dict:
                     torch.cuda.reset_peak_memory_stats()
             times = [make_image(target, cfg, steps, a.size, seed=i + 1)["s"] for i in range(a.runs)]
             row["s"][steps] = round(statistics.median(times), 3)
+            row["best_s"][steps] = round(min(times), 3)
             if n == 0 and device == "cuda":
                 row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     except torch.OutOfMemoryError:
@@ -226,11 +227,14 @@ def _free() -> None:
 # ---------------------------------------------------------------------------------------
 
 def format_table(rows: list[dict], steps: list[int], cap_gib: float) -> str:
-    """One line per setting: seconds per image at each step count, the ratio to the
-    baseline at the first step count, peak VRAM, first-image compile and encode times."""
+    """One line per setting: median seconds per image at each step count, the ratio to
+    the baseline at the first step count (of medians, and of the best runs: steadier on a
+    shared CPU), peak VRAM, first-image compile and encode times."""
     main = steps[0]
     base = next((r["s"].get(main) for r in rows if r["name"] == "baseline"), None)
-    head = ["setting", "policy", *[f"s/img@{n}" for n in steps], f"x baseline@{main}", "peak GiB", "compile s",
+    base_best = next((r.get("best_s", {}).get(main) for r in rows if r["name"] == "baseline"), None)
+    head = ["setting", "policy", *[f"s/img@{n}" for n in steps], f"x baseline@{main}", "best-of x", "peak GiB",
+            "compile s",
             "encode s", "note"]
     body = []
     for r in rows:
@@ -239,7 +243,10 @@ def format_table(rows: list[dict], steps: list[int], cap_gib: float) -> str:
         policy = "plain diffusers" if r["name"] == "baseline" else \
             f"{r['offload']}/{r['precision']}" + ("+compile" if r["compile"] else "")
         note = r["error"] or (f"cap {cap_gib:g} GiB" if r["name"].startswith("cap:") else "")
+        best = r.get("best_s", {}).get(main)
+        best_ratio = f"{best / base_best:.2f}x" if best and base_best else "-"
         body.append([r["name"], policy, *[f"{r['s'][n]:.3f}" if n in r["s"] else "-" for n in steps], ratio,
+                     best_ratio,
                      "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}",
                      "-" if not r["compile_s"] else f"{r['compile_s']:.1f}",
                      "-" if r["encode_s"] is None else f"{r['encode_s']:.3f}", note])

@@ -419,16 +419,16 @@ def test_bench_gpu_args():
 def test_bench_gpu_table_ratios():
     rows = [
         {"name": "baseline", "offload": "none", "precision": "bf16", "compile": False, "s": {28: 6.6, 4: 1.2},
-         "peak_gib": 33.9, "encode_s": None, "compile_s": 0.0, "error": ""},
+         "best_s": {28: 6.0}, "peak_gib": 33.9, "encode_s": None, "compile_s": 0.0, "error": ""},
         {"name": "fp8-fast+compile", "offload": "none", "precision": "fp8-fast", "compile": True,
-         "s": {28: 2.2, 4: 0.5}, "peak_gib": 22.1, "encode_s": 0.05, "compile_s": 41.0, "error": ""},
+         "s": {28: 2.2, 4: 0.5}, "best_s": {28: 1.5}, "peak_gib": 22.1, "encode_s": 0.05, "compile_s": 41.0, "error": ""},
         {"name": "cap:none+fp8", "offload": "none", "precision": "fp8", "compile": False, "s": {},
          "peak_gib": None, "encode_s": None, "compile_s": None, "error": "out of memory"},
     ]
     lines = bench_gpu.format_table(rows, [28, 4], 24).splitlines()
     assert "x baseline@28" in lines[0]
     assert "1.00x" in lines[2] and "plain diffusers" in lines[2]
-    assert "0.33x" in lines[3] and "none/fp8-fast+compile" in lines[3] and "41.0" in lines[3]
+    assert "0.33x" in lines[3] and "0.25x" in lines[3] and "none/fp8-fast+compile" in lines[3] and "41.0" in lines[3]
     assert "out of memory" in lines[4] and "-" in lines[4]
 
 
