@@ -77,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cap-gib", type=float, default=24.0, help="VRAM cap for the cap: rows")
     p.add_argument("--configs", help="comma-separated names (default: all that can run here): "
                    + ", ".join(c.name for c in CONFIGS))
+    p.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
+                   help="all settings in memory, one image of each in turn (default: on for the CPU, where other "
+                        "work disturbs timings; off on a GPU, where one full pipeline at a time fits)")
     p.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     a = p.parse_args(argv)
     a.size = a.size or SCALE_DEFAULTS[a.scale]["size"]
@@ -149,51 +152,101 @@ def make_image(target, cfg: Config, steps: int, size: int, seed: int) -> dict:
     return {"s": time.perf_counter() - t0, "compile_s": timings["compile_s"]}
 
 
-def run_config(cfg: Config, a, device: str) -> dict:
-    """Build, prepare, time each step count; the peak VRAM of the timed images."""
+def new_row(cfg: Config) -> dict:
+    return {"name": cfg.name, "offload": cfg.offload, "precision": cfg.precision, "compile": cfg.compile,
+            "s": {}, "best_s": {}, "peak_gib": None, "encode_s": None, "compile_s": None, "error": ""}
+
+
+def setup(cfg: Config, a, device: str, row: dict):
+    """Build and prepare one setting, encode the prompt, and make a warm-up image at each
+    step count (the first compiles); returns what make_image takes."""
+    pipe = build(a.scale, device)
+    if cfg.diffusers:
+        pipe.to(device)
+        target = pipe
+    else:
+        t0 = time.perf_counter()
+        target = prepare(pipe, cfg, device)
+        row.update(offload=target.offload, precision=target.precision, prepare_s=round(time.perf_counter() - t0, 2))
+        from fluxnb.generation import encode
+
+        t0 = time.perf_counter()
+        encode(target, PROMPT, PROMPT, 512)
+        row["encode_s"] = round(time.perf_counter() - t0, 3)
+    for n, steps in enumerate(a.steps):
+        first = make_image(target, cfg, steps, a.size, seed=0)
+        if n == 0:
+            row["compile_s"] = first["compile_s"]
+    return target
+
+
+def record(row: dict, steps: int, times: list[float]) -> None:
+    row["s"][steps] = round(statistics.median(times), 3)
+    row["best_s"][steps] = round(min(times), 3)
+
+
+def _error(e: Exception) -> str:
     import torch
 
-    row = {"name": cfg.name, "offload": cfg.offload, "precision": cfg.precision, "compile": cfg.compile,
-           "s": {}, "best_s": {}, "peak_gib": None, "encode_s": None, "compile_s": None, "error": ""}
+    if isinstance(e, torch.OutOfMemoryError):
+        return "out of memory"
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+
+
+def run_config(cfg: Config, a, device: str) -> dict:
+    """One setting after another (the GPU way: one pipeline in memory at a time): build,
+    prepare, warm up, time each step count; the peak VRAM of the timed images."""
+    import torch
+
+    row = new_row(cfg)
     if cfg.cuda_only and device != "cuda":
         row["error"] = "needs CUDA"
         return row
     _apply_cap(None)
     target = None
     try:
-        pipe = build(a.scale, device)
-        if cfg.diffusers:
-            pipe.to(device)
-            target = pipe
-        else:
-            t0 = time.perf_counter()
-            target = prepare(pipe, cfg, device)
-            row.update(offload=target.offload, precision=target.precision, prepare_s=round(time.perf_counter() - t0, 2))
-            t0 = time.perf_counter()
-            from fluxnb.generation import encode
-            encode(target, PROMPT, PROMPT, 512)
-            row["encode_s"] = round(time.perf_counter() - t0, 3)
+        target = setup(cfg, a, device, row)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         for n, steps in enumerate(a.steps):
-            first = make_image(target, cfg, steps, a.size, seed=0)  # warm-up (compiles on the first)
-            if n == 0:
-                row["compile_s"] = first["compile_s"]
-                if device == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-            times = [make_image(target, cfg, steps, a.size, seed=i + 1)["s"] for i in range(a.runs)]
-            row["s"][steps] = round(statistics.median(times), 3)
-            row["best_s"][steps] = round(min(times), 3)
+            record(row, steps, [make_image(target, cfg, steps, a.size, seed=i + 1)["s"] for i in range(a.runs)])
             if n == 0 and device == "cuda":
                 row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    except torch.OutOfMemoryError:
-        row["error"] = "out of memory"
     except Exception as e:  # noqa: BLE001 - a setting that cannot run here is a row, not a crash
-        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        row["error"] = _error(e)
     finally:
         del target
-        pipe = None
         _free()
         _apply_cap(None)
     return row
+
+
+def run_interleaved(configs: list[Config], a, device: str) -> list[dict]:
+    """Every setting in memory at once, one image of each in turn per round, so that
+    other work on a shared machine slows them all alike (the CPU way; no VRAM figures)."""
+    rows, targets = [], {}
+    for cfg in configs:
+        row = new_row(cfg)
+        rows.append(row)
+        if cfg.cuda_only and device != "cuda":
+            row["error"] = "needs CUDA"
+            continue
+        try:
+            targets[cfg.name] = setup(cfg, a, device, row)
+        except Exception as e:  # noqa: BLE001
+            row["error"] = _error(e)
+    live = [(cfg, row) for cfg, row in zip(configs, rows) if cfg.name in targets]
+    for steps in a.steps:
+        times = {cfg.name: [] for cfg, _ in live}
+        for i in range(a.runs):
+            order = live if i % 2 == 0 else live[::-1]
+            for cfg, _row in order:
+                times[cfg.name].append(make_image(targets[cfg.name], cfg, steps, a.size, seed=i + 1)["s"])
+        for cfg, row in live:
+            record(row, steps, times[cfg.name])
+    targets.clear()
+    _free()
+    return rows
 
 
 _CAP = {"gib": 24.0}
@@ -277,13 +330,17 @@ def main(argv=None) -> int:
         print("--scale full needs a CUDA GPU (about 34 GiB); use --scale small on a CPU", file=sys.stderr)
         return 2
     print(f"{date.today()}  {device_name()}  torch {torch.__version__}  diffusers {diffusers.__version__}")
+    interleave = a.interleave if a.interleave is not None else device != "cuda"
     print(f"scale {a.scale}, {a.size}x{a.size}, steps {','.join(map(str, a.steps))}, median of {a.runs} after a "
-          f"warm-up image\n", flush=True)
-    rows = []
-    for cfg in a.configs:
-        t0 = time.perf_counter()
-        rows.append(run_config(cfg, a, device))
-        print(f"  {cfg.name}: {rows[-1]['s'] or rows[-1]['error']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+          f"warm-up image{', interleaved' if interleave else ''}\n", flush=True)
+    if interleave:
+        rows = run_interleaved(a.configs, a, device)
+    else:
+        rows = []
+        for cfg in a.configs:
+            t0 = time.perf_counter()
+            rows.append(run_config(cfg, a, device))
+            print(f"  {cfg.name}: {rows[-1]['s'] or rows[-1]['error']} ({time.perf_counter() - t0:.0f} s)", flush=True)
     print()
     print(format_table(rows, a.steps, a.cap_gib))
     if a.json:

@@ -292,8 +292,11 @@ def run() -> None:
     Python's own teardown (finalising thousands of modules) takes about a second on a
     CPU; everything fluxnb writes is already on disk (fsynced) by then, so after the exit
     handlers and a flush the process ends at once (benchmarks/bench_generate.py)."""
+    import threading
+
     rc = main()
-    if "torch" not in sys.modules:
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if "torch" not in sys.modules or others:  # a thread still working: the ordinary exit waits for it
         sys.exit(rc)
     import atexit
     import os

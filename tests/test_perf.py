@@ -439,3 +439,13 @@ def test_bench_gpu_runs_fluxnb_code_paths_on_the_cpu(tiny_model):
     assert rows["baseline"]["s"][2] > 0 and rows["fp8"]["s"][2] > 0
     assert rows["fp8"]["precision"] == "fp8" and rows["fp8"]["offload"] == "none" and not rows["fp8"]["error"]
     assert rows["cap:model"]["error"] == "needs CUDA"
+
+
+def test_bench_gpu_interleaved_cpu_run(tiny_model):
+    """The CPU default: every setting prepared first, then one image of each per round."""
+    a = bench_gpu.parse_args(["--scale", "tiny", "--runs", "2", "--steps", "2,1", "--configs", "default,fp8-fast"])
+    rows = {r["name"]: r for r in bench_gpu.run_interleaved(a.configs, a, "cpu")}
+    assert set(rows["baseline"]["s"]) == set(rows["default"]["s"]) == {2, 1}
+    assert rows["default"]["best_s"][2] <= rows["default"]["s"][2]
+    assert rows["default"]["encode_s"] is not None and rows["default"]["offload"] == "none"
+    assert rows["fp8-fast"]["error"] == "needs CUDA" and rows["fp8-fast"]["s"] == {}
