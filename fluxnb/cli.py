@@ -57,12 +57,14 @@ def add_settings_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model", metavar="ID|DIR|tiny",
                    help="hub id (default black-forest-labs/FLUX.1-dev), a local folder, or tiny")
     off = m.add_mutually_exclusive_group()
-    off.add_argument("--offload", choices=["auto", "none", "model", "sequential", "group"])
+    off.add_argument("--offload", choices=["auto", "none", "encoders", "model", "group", "sequential"],
+                     help="auto (default): the fastest that fits the free VRAM; encoders: text encoders on the CPU")
     off.add_argument("--cpu-offload", dest="offload", action="store_const", const="model", help="= --offload model")
     off.add_argument("--no-cpu-offload", dest="offload", action="store_const", const="none", help="= --offload none")
-    m.add_argument("--precision", choices=["bf16", "fp8"], help="fp8: transformer weights stored in float8")
+    m.add_argument("--precision", choices=["bf16", "fp8", "fp8-fast"],
+                   help="fp8: transformer weights stored in float8; fp8-fast: float8 matmuls (torchao, RTX 40xx/H100)")
     m.add_argument("--compile", dest="compile", action="store_const", const=True,
-                   help="torch.compile the transformer blocks")
+                   help="torch.compile the transformer blocks (the first image at each size compiles)")
     m.add_argument("--no-compile", dest="compile", action="store_const", const=False)
     m.add_argument("--device", choices=["auto", "cuda", "cpu", "mps"])
     m.add_argument("--max-sequence-length", dest="max_sequence_length", metavar="N", help="T5 tokens (512 dev)")
@@ -551,6 +553,29 @@ def main(argv=None) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def run() -> None:
+    """The `fluxnb` console command: main(), then a quick exit. Once torch is loaded,
+    Python's own teardown (finalising thousands of modules) takes about a second on a
+    CPU; everything fluxnb writes is already on disk (fsynced) by then, so after the exit
+    handlers and a flush the process ends at once (benchmarks/bench_generate.py)."""
+    import threading
+
+    rc = main()
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if "torch" not in sys.modules or others:  # a thread still working: the ordinary exit waits for it
+        sys.exit(rc)
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()  # logging.shutdown and every library's handlers still run
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(rc if isinstance(rc, int) else 1)
 
 
 def _fill_defaults(args) -> None:

@@ -149,8 +149,10 @@ def render(loaded, s: Settings, seed: int, embeds, *, callbacks=(), progress: bo
     w, h = s.render_size
     bar = _progress(s.steps, progress, f"seed {seed}")
     marks = {}
+    step_ends = []
 
     def on_step(pipe, i, t, kwargs):
+        step_ends.append(time.perf_counter())
         if bar is not None:
             bar.update(1)
         for cb in callbacks:
@@ -176,7 +178,17 @@ def render(loaded, s: Settings, seed: int, embeds, *, callbacks=(), progress: bo
     t1 = time.perf_counter()
     image = finish_image(image, s, seed)
     denoised = marks.get("denoised", t1)
-    return image, {"denoise_s": round(denoised - t0, 4), "decode_s": round(t1 - denoised, 4)}
+    timings = {"denoise_s": round(denoised - t0, 4), "decode_s": round(t1 - denoised, 4), "compile_s": 0.0}
+    if getattr(getattr(loaded, "key", None), "compile", False) and (w, h) not in loaded.compiled_sizes:  # the first image at this size compiles
+        from .perf import compile_seconds
+
+        loaded.compiled_sizes.add((w, h))
+        steps = [b - a for a, b in zip([t0, *step_ends], step_ends)]
+        compile_s = compile_seconds(steps)
+        timings["compile_s"] = compile_s if compile_s is not None else timings["denoise_s"]
+        timings["denoise_s"] = round(timings["denoise_s"] - timings["compile_s"], 4)
+        log.info("compile: %.1f s for the first image at %dx%d (later images skip it)", timings["compile_s"], w, h)
+    return image, timings
 
 
 def generate(prompt: str | None = None, *, settings: Settings | None = None, seeds=None, callbacks=(),

@@ -42,6 +42,7 @@ class Loaded:
     load_s: float
     notes: list = field(default_factory=list)
     embeds: dict = field(default_factory=dict)  # (clip_prompt, t5_prompt, max_sequence_length) -> tensors
+    compiled_sizes: set = field(default_factory=set)  # (w, h) already compiled for (with compile on)
 
 
 _CURRENT: Loaded | None = None
@@ -96,44 +97,51 @@ def pick_dtype(device: str):
 
 
 def free_vram_gib() -> float | None:
+    """Free VRAM in GiB on the current CUDA device, within any per-process cap
+    (`torch.cuda.set_per_process_memory_fraction`); None without CUDA."""
     import torch
 
     if not torch.cuda.is_available():
         return None
-    free, _total = torch.cuda.mem_get_info()
-    return free / 2**30
+    free, total = torch.cuda.mem_get_info()
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda: 1.0)()
+    if fraction < 1.0:
+        free = min(free, fraction * total - torch.cuda.memory_reserved())
+    return max(free, 0) / 2**30
 
 
-def pick_offload(offload: str, device: str, precision: str) -> tuple[str, str, str]:
-    """(offload, precision, note): `auto` picks the first row of the measured table in
-    defaults.yaml that fits the free VRAM; on the CPU every policy is `none`."""
+def offload_table() -> list[dict]:
+    """The `offload_auto` rows of defaults.yaml, fastest first."""
+    return sorted(defaults()["offload_auto"], key=lambda row: row["s_per_image"])
+
+
+def pick_offload(offload: str, device: str, precision: str, free_gib: float | None = None) -> tuple[str, str, str]:
+    """(offload, precision, note). `auto` on CUDA takes the fastest row of the measured
+    table (defaults.yaml `offload_auto`) whose peak VRAM plus a margin fits the free VRAM.
+    With precision bf16 it may choose an fp8 row (the note says so). With fp8 or fp8-fast
+    the fp8 rows come first, then the others (fp8 weights need less than their bf16
+    figures), keeping the precision asked for. On the CPU every policy is `none`; on MPS
+    (unified memory) `auto` is `none`."""
     if device == "cpu":
         note = "" if offload in ("auto", "none") else f"offload {offload} needs a GPU: using none on the CPU"
         return "none", precision, note
     if offload != "auto":
         return offload, precision, ""
-    free = free_vram_gib()
+    free = free_vram_gib() if free_gib is None else free_gib
     if free is None:  # mps: unified memory, nothing to offload to
         return "none", precision, ""
-    for row in defaults()["offload_auto"]:
-        if row["precision"] == "fp8" and not fp8_available():
-            continue
-        if row["precision"] != precision and row["precision"] != "fp8":
-            continue
-        if free >= row["min_free_gib"]:
-            return row["offload"], row["precision"], f"offload auto: {free:.1f} GiB free VRAM -> {row['offload']}" \
-                                                      f" ({row['precision']})"
-    return "sequential", precision, f"offload auto: {free:.1f} GiB free VRAM -> sequential"
-
-
-def fp8_available() -> bool:
-    try:
-        import torchao  # noqa: F401
-    except ImportError:
-        return False
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+    margin = defaults().get("offload_auto_margin_gib", 1.0)
+    rows = offload_table()
+    if precision != "bf16":
+        rows = [r for r in rows if r["precision"] == "fp8"] + [r for r in rows if r["precision"] != "fp8"]
+    for row in rows:
+        if row["peak_gib"] + margin <= free:
+            chosen = precision if precision != "bf16" else row["precision"]
+            why = " (bf16 does not fit: fp8 weights instead)" if chosen != precision else ""
+            return row["offload"], chosen, (f"offload auto: {free:.1f} GiB free VRAM -> offload {row['offload']}, "
+                                            f"precision {chosen}{why}")
+    return "sequential", precision, (f"offload auto: {free:.1f} GiB free VRAM -> offload sequential (even that may "
+                                     "not fit: close other GPU work)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,18 +284,11 @@ def load(key: LoadSettings) -> Loaded:
                           value=key.model, fix="rebuild or re-download the model folder") from None
     pipe.set_progress_bar_config(disable=True)
 
-    # 3. Precision and compilation (fp8 weight storage computes in bf16).
-    if precision == "fp8":
-        from .perf import apply_fp8
-        apply_fp8(pipe, device)
-    # 4. Memory policy.
+    # 3. Precision, memory policy and compilation.
     try:
-        apply_offload(pipe, offload, device)
+        configure(pipe, offload, precision, key.compile, device)
     except torch.OutOfMemoryError:
         raise oom_error(key, offload) from None
-    if key.compile:
-        from .perf import apply_compile
-        apply_compile(pipe)
     for n in notes:
         log.info(n)
     load_s = time.perf_counter() - t0
@@ -297,26 +298,49 @@ def load(key: LoadSettings) -> Loaded:
                   precision=precision, test_model=test_model, load_s=load_s, notes=notes)
 
 
+def configure(pipe, offload: str, precision: str, compile: bool, device: str) -> None:
+    """Precision first (fp8 weights then move to the GPU at their smaller size), then the
+    memory policy, then compilation (which must see the final modules). load() and
+    benchmarks/bench_gpu.py both go through here."""
+    from .perf import apply_compile, apply_precision
+
+    apply_precision(pipe, precision, device, resident=offload in ("none", "encoders"))
+    apply_offload(pipe, offload, device)
+    if compile:
+        apply_compile(pipe)
+
+
 def apply_offload(pipe, offload: str, device: str) -> None:
+    """Put the pipeline's components where `offload` says:
+    none: all on the device. encoders: the transformer and VAE on the device, the text
+    encoders streamed from the CPU layer by layer when a new prompt is encoded (diffusers'
+    group offloading, so the transformer never moves). model: each component moves to the
+    device while it runs. group: layers streamed during every step. sequential: one layer
+    at a time (slowest, least memory)."""
+    import torch
+
+    stream = str(device).startswith("cuda")
     if offload == "none":
         pipe.to(device)
+    elif offload == "encoders":
+        pipe.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
+                                  offload_type="leaf_level", use_stream=stream,
+                                  exclude_modules=["transformer", "vae"])
     elif offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     elif offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
     elif offload == "group":
-        import torch
-
         pipe.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
-                                  offload_type="leaf_level", use_stream=True)
+                                  offload_type="leaf_level", use_stream=stream)
     else:
         raise FluxnbError(f"offload {offload!r}: unknown", field="offload", value=offload,
-                          fix="use auto, none, model, sequential or group")
+                          fix="use auto, none, encoders, model, group or sequential")
 
 
 def oom_error(key: LoadSettings, offload: str) -> RuntimeFailure:
     """CUDA out of memory, with the offload setting that would fit."""
-    order = ["none", "model", "group", "sequential"]
+    order = ["none", "encoders", "model", "group", "sequential"]
     nxt = order[min(order.index(offload) + 1, len(order) - 1)] if offload in order else "model"
     free = free_vram_gib()
     where = f" ({free:.1f} GiB free now)" if free is not None else ""

@@ -26,7 +26,8 @@ COLUMNS = {
     "width": "Int64", "height": "Int64", "size": "string", "image_format": "string", "jpeg_quality": "Int64",
     "model": "string", "model_name": "string", "offload": "string", "precision": "string", "device": "string",
     "dtype": "string", "elapsed_s": "float64", "load_s": "float64", "enhance_s": "float64", "encode_s": "float64",
-    "denoise_s": "float64", "decode_s": "float64", "save_s": "float64", "created_at": "datetime64[ns, UTC]",
+    "denoise_s": "float64", "decode_s": "float64", "save_s": "float64", "compile_s": "float64",
+    "created_at": "datetime64[ns, UTC]",
     "fluxnb_version": "string", "sweep_id": "string", "batch_id": "string",
 }
 STATUSES = ("ok", "error", "oom", "black", "disk_full", "enhance_failed", "interrupted")

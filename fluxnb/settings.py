@@ -102,8 +102,8 @@ INPUT_FIELDS = [f for f in FIELDS if f not in ("width", "height")]
 CHOICES = {
     "enhance": ("none", "local", "claude"),
     "image_format": ("jpg", "png"),
-    "offload": ("auto", "none", "model", "sequential", "group"),
-    "precision": ("bf16", "fp8"),
+    "offload": ("auto", "none", "encoders", "model", "group", "sequential"),
+    "precision": ("bf16", "fp8", "fp8-fast"),
     "device": ("auto", "cuda", "cpu", "mps"),
     "enhance_fallback": ("none", "local"),
     "vae_tiling": ("auto", "on", "off"),
