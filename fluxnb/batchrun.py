@@ -46,6 +46,22 @@ def now() -> datetime:
     return t.replace(microsecond=t.microsecond // 1000 * 1000)  # the run log's precision
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process is running; a zombie (killed, not yet reaped: a killed parent's
+    kernel under an init that does not reap) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def tidy(directory: str | os.PathLike) -> int:
     """Remove temp files (`.NAME.PID.tmp`) left by killed writers whose process is gone."""
     removed = 0
@@ -54,12 +70,7 @@ def tidy(directory: str | os.PathLike) -> int:
         m = re.search(r"\.(\d+)\.tmp$", tmp.name)
         if not m:
             continue
-        try:
-            os.kill(int(m.group(1)), 0)
-            continue  # its writer is alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
+        if _alive(int(m.group(1))):
             continue
         tmp.unlink(missing_ok=True)
         removed += 1

@@ -4,13 +4,10 @@ folders, with no config.env and no secrets from the machine it runs on."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from support import run_cli
 
 
 @pytest.fixture(scope="session")
@@ -64,15 +61,6 @@ def tiny_model(session_env):
 @pytest.fixture
 def outdir(tmp_path):
     return tmp_path / "out"
-
-
-def run_cli(*args, env=None, timeout=300, input=None):
-    """Run the real `fluxnb` command in a subprocess; returns CompletedProcess."""
-    import subprocess
-
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([str(BIN / "fluxnb"), *map(str, args)], capture_output=True, text=True, env=full_env,
-                          timeout=timeout, input=input)
 
 
 @pytest.fixture

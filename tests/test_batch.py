@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT
+from support import BIN, ROOT
 from fluxnb import batch, batchrun, cli, runlog
 from fluxnb.errors import FluxnbError
 

@@ -14,7 +14,7 @@ from PIL import Image
 from fluxnb import runlog
 from fluxnb.cli import main
 
-from conftest import run_cli
+from support import run_cli
 
 TINY = ["--model", "tiny", "--steps", "2", "--size", "64x64"]
 

@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from conftest import run_cli
+from support import run_cli
 
 HF = "hf_" + "D" * 34
 ANT = "sk-ant-api03-" + "E" * 40

@@ -190,7 +190,7 @@ def test_out_of_memory_names_the_offload_that_fits(tiny_model, outdir, monkeypat
     monkeypatch.setattr(type(loaded.pipe), "__call__", oom)
     with pytest.raises(FluxnbError) as e:
         generate("x", seed=1, output_dir=outdir, **TINY)
-    assert e.value.status == "oom" and "--offload model" in str(e.value) and e.value.exit_code == 1
+    assert e.value.status == "oom" and "--offload encoders" in str(e.value) and e.value.exit_code == 1
     assert runlog.read(outdir)[-1]["status"] == "oom"
 
 

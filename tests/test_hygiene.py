@@ -8,7 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import ROOT
+from support import ROOT
 
 SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ANTHROPIC_API_KEY", "JUPYTER_TOKEN", "JUPYTER_PASSWORD")
 KEY_PATTERNS = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
+from support import run_cli
 
 TOKEN = "lab-test-token-" + "t" * 24
 

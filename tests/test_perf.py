@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, run_cli
+from support import BIN, ROOT, run_cli
 from fakehub import GOOD, NO_LICENCE, REPO, SHA, FakeHub
 
 SCRIPT = ROOT / "runpod_setup.sh"
