@@ -1,0 +1,450 @@
+"""Scale-out on Ray: a batch's items (or a sweep's cells) made by a pool of Ray actors.
+
+    fluxnb batch params/overnight-dev.yaml --backend ray                 # one worker per GPU here
+    fluxnb batch params/overnight-dev.yaml --backend ray --address auto  # the cluster `ray start` made
+
+Each worker is an actor that loads the pipeline once (`pipeline.get_pipeline`) and keeps
+it; the driver (this process) spreads the items over the workers, two in flight each, and
+shows a progress bar. Every item is made by `generation.generate`, so its pixels are the
+ones the local backend makes. Images and run-log records land in the one output folder:
+written by the workers on a shared volume (`ray_results: volume`, the default; the folder
+must be the same path on every node, which is checked first), or sent back to the driver
+and written there (`ray_results: driver`).
+
+Exactly once. Each item has an identity (`generation.item_id`). A worker that dies has its
+items retried on the others; before retrying, the driver looks for what the dead worker
+may have finished: an `ok` record for the item in the run log (it died after recording),
+or an image file whose embedded metadata names the item (it died between writing the
+image and recording it: the image is adopted and recorded once). Only then is the item
+made again, so each item ends with one image and one `ok` record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import output, runlog
+from .errors import FluxnbError
+
+log = logging.getLogger("fluxnb.ray")
+
+OPTIONS = ("address", "workers", "gpus_per_worker", "ray_results")  # the params keys (and CLI flags)
+RESULTS = ("volume", "driver")
+IN_FLIGHT = 2        # items queued on each worker, so it never waits for the driver
+MAX_ATTEMPTS = 3     # an item whose worker died this many times is recorded as failed
+_ADDRESS = re.compile(r"(auto|local|(ray://)?[A-Za-z0-9._\-\[\]:]+:\d{1,5})")
+INSTALL_FIX = "pip install 'fluxnb[ray]' (or ./runpod_setup.sh --dev, which installs it)"
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None           # None: a new local Ray for this run; auto; HOST:6379; ray://HOST:10001
+    workers: int | None = None           # None: one per gpus_per_worker GPUs, or 1 CPU worker without GPUs
+    gpus_per_worker: float | None = None  # None: 1 (when the cluster has GPUs)
+    ray_results: str = "volume"          # volume: workers write; driver: images come back to this process
+
+
+@dataclass
+class Task:
+    """One image to make: its identity, settings (seed unset), seed and run-log extras."""
+
+    id: str
+    settings: object
+    seed: int
+    extra: dict = field(default_factory=dict)
+    label: str = ""
+
+
+def options(address=None, workers=None, gpus_per_worker=None, ray_results=None) -> RayOptions:
+    """Check the Ray options (and that Ray is installed) before anything starts."""
+    import importlib.util
+
+    if address is not None and (not isinstance(address, str) or not _ADDRESS.fullmatch(address.strip())):
+        raise FluxnbError(f"address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT", field="address",
+                          value=address, fix="e.g. --address auto (a cluster started here with `ray start`), "
+                          "--address 10.0.0.5:6379, or --address ray://10.0.0.5:10001; leave it out for a local Ray")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 4096):
+        raise FluxnbError(f"workers {workers!r}: expected a whole number 1-4096", field="workers", value=workers)
+    if gpus_per_worker is not None and (isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float))
+                                        or not 0 < gpus_per_worker <= 16):
+        raise FluxnbError(f"gpus_per_worker {gpus_per_worker!r}: expected a number above 0 and at most 16", value=gpus_per_worker,
+                          field="gpus_per_worker", fix="1 (a GPU each), 0.5 (two workers share a GPU) or 2")
+    if ray_results is not None and ray_results not in RESULTS:
+        raise FluxnbError(f"ray_results {ray_results!r}: expected volume or driver", field="ray_results",
+                          value=ray_results, fix="volume: workers write to the shared output folder; driver: "
+                          "images come back to this process, which writes them")
+    try:
+        missing = importlib.util.find_spec("ray") is None
+    except ValueError:  # sys.modules["ray"] is None: imports of ray are blocked
+        missing = True
+    if missing:
+        raise FluxnbError("backend ray: Ray is not installed", field="backend", value="ray", fix=INSTALL_FIX)
+    return RayOptions(address.strip() if address else None, workers,
+                      float(gpus_per_worker) if gpus_per_worker is not None else None, ray_results or "volume")
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise FluxnbError("backend ray: Ray is not installed", field="backend", value="ray", fix=INSTALL_FIX) from None
+    return ray
+
+
+# ---------------------------------------------------------------------------------------
+# The worker (a Ray actor): loads the pipeline once, makes items
+# ---------------------------------------------------------------------------------------
+
+class Worker:
+    """Made a Ray actor by `run` (ray.remote(Worker)); plain Python otherwise."""
+
+    def __init__(self, load, output_dir: str, probe: str | None):
+        import ray
+
+        from . import logs
+
+        logs.setup(logging.WARNING, file=False)
+        ctx = ray.get_runtime_context()
+        gpus = ",".join(map(str, ctx.get_accelerator_ids().get("GPU", [])))
+        self.name = f"{ray.util.get_node_ip_address()}:{os.getpid()}" + (f":gpu{gpus}" if gpus else "")
+        self.output_dir, self.error, self.loaded = output_dir, None, None
+        try:
+            if probe and not (Path(output_dir) / probe).is_file():
+                raise FluxnbError(f"output_dir {output_dir!r}: worker {self.name} does not see the driver's output "
+                                  "folder", field="output_dir", value=output_dir,
+                                  fix="mount the same network volume at the same path on every node (RunPod: "
+                                      "/workspace), or set ray_results: driver (--ray-results driver)")
+            from .pipeline import get_pipeline
+
+            self.loaded = get_pipeline(load)
+        except Exception as e:  # noqa: BLE001 - told to the driver by ready()
+            self.error = logs.scrub(str(e) if isinstance(e, FluxnbError) else f"{type(e).__name__}: {e}")
+
+    def ready(self) -> dict:
+        info = {"worker": self.name, "pid": os.getpid(), "error": self.error, "clock": time.time()}
+        if self.loaded is not None:
+            info.update(device=self.loaded.device, load_s=round(self.loaded.load_s, 2))
+        return info
+
+    def make(self, task: Task, results: str) -> dict:
+        """Make one item. volume: save and record it here (as the local backend does);
+        driver: return the encoded file and its record for the driver to write."""
+        from . import logs
+        from .errors import FluxnbError
+        from .generation import base_record, generate
+
+        s, extra = task.settings, {**task.extra, "worker": self.name}
+        here = results == "volume"
+        try:
+            [made] = generate(settings=s, seeds=[task.seed], progress=False, save=here, record=here, extra=extra)
+        except Exception as e:  # noqa: BLE001 - every failure is recorded once, and the batch goes on
+            known = isinstance(e, FluxnbError)
+            msg = logs.scrub(str(e) if known else f"{type(e).__name__}: {e}")
+            rec = {**base_record(s, task.seed), **extra, "status": getattr(e, "status", "error") if known else "error",
+                   "error": msg}
+            if here and not known:  # generate records the errors it raises itself
+                runlog.append(self.output_dir, rec)
+            return {"status": rec["status"], "error": msg, "record": None if here else rec}
+        if here:
+            return {"status": "ok", "path": str(made.path), "record": made.record}
+        t0 = time.perf_counter()
+        data = output.encode(made.image, made.metadata, s.image_format, s.jpeg_quality)
+        return {"status": "ok", "record": made.record, "data": data, "name": output.file_name(task.seed, s.image_format),
+                "encode_s": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------------------
+# Exactly once: what a dead worker finished
+# ---------------------------------------------------------------------------------------
+
+def recover(output_dir: str | os.PathLike, task: Task) -> dict | None:
+    """The `ok` record of an item a dead worker finished, or None. An image it wrote but
+    did not record (it died in between) is adopted: recorded once, from its own metadata."""
+    rec = runlog.ok_paths(output_dir).get(task.id)
+    if rec is not None:
+        return rec
+    fmt = task.settings.image_format
+    folder = Path(output_dir)
+    for path in sorted(set(folder.glob(f"flux_*_{task.seed}.{fmt}")) | set(folder.glob(f"flux_*_{task.seed}_*.{fmt}"))):
+        try:
+            meta = output.read_metadata(path)[output.JSON_KEY] or {}
+        except FluxnbError:
+            continue
+        if meta.get("id") == task.id and meta.get("status") == "ok":
+            rec = {k: v for k, v in meta.items() if k not in ("settings", "versions")}
+            rec.update(path=str(path), recovered=True)
+            runlog.append(output_dir, rec)
+            return rec
+    return None
+
+
+def adopt_orphans(output_dir: str | os.PathLike, tasks: list[Task]) -> dict[str, dict]:
+    """{id: record} for tasks whose image a killed run wrote but never recorded."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return {}
+    recorded = {str(Path(r["path"]).resolve()) for r in runlog.read(output_dir, warn=False) if r.get("path")}
+    seeds = {t.seed for t in tasks}
+    by_seed = {}
+    for path in folder.glob("flux_*"):
+        m = re.fullmatch(r"flux_\d{8}_\d{6}_(\d+)(?:_\d+)?\.(png|jpg)", path.name)
+        if m and int(m.group(1)) in seeds and str(path.resolve()) not in recorded:
+            by_seed.setdefault(int(m.group(1)), []).append(path)
+    found = {}
+    for t in tasks:
+        if by_seed.get(t.seed) and (rec := recover(output_dir, t)) is not None:
+            found[t.id] = rec
+    return found
+
+
+def _remove_temp_files(output_dir: str, pid: int) -> None:
+    for tmp in Path(output_dir).glob(f".*.{pid}.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The driver: connect, start the pool, spread the items, retry the dead workers' items
+# ---------------------------------------------------------------------------------------
+
+def connect(opts: RayOptions) -> bool:
+    """Join the cluster the options name, or start a local Ray. True when this call
+    connected (so the caller disconnects); False when Ray was already initialized here."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    try:
+        if opts.address in (None, "local"):
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+        else:
+            ray.init(address=opts.address, logging_level=logging.WARNING)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise FluxnbError(f"address {opts.address!r}: could not join a Ray cluster ({str(e).splitlines()[0]})",
+                          field="address", value=opts.address,
+                          fix="start the head with `ray start --head --port 6379` (see the README's Scale-out "
+                              "section), or leave --address out for a local Ray on this machine") from None
+    return True
+
+
+def size_pool(opts: RayOptions, resources: dict) -> tuple[int, dict, str]:
+    """(workers, the actor's resource options, a description) for the cluster's resources."""
+    gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
+    if gpus > 0:
+        per = opts.gpus_per_worker or 1.0
+        fit = int(gpus / per + 1e-9)
+        n = opts.workers or fit
+        if n < 1 or n > fit:
+            raise FluxnbError(f"workers {n} x gpus_per_worker {per:g}: the cluster has {gpus:g} GPU(s)",
+                              field="workers", value=n, fix=f"use at most {fit} worker(s), or fewer GPUs per worker")
+        return n, {"num_gpus": per, "num_cpus": 1 if cpus >= n else 0}, f"{n} GPU worker(s), {per:g} GPU each"
+    if opts.gpus_per_worker:
+        raise FluxnbError(f"gpus_per_worker {opts.gpus_per_worker:g}: the Ray cluster has no GPUs", value=opts.gpus_per_worker,
+                          field="gpus_per_worker", fix="leave it out to run CPU workers (--workers N)")
+    n = opts.workers or 1
+    if n > cpus:
+        raise FluxnbError(f"workers {n}: the Ray cluster has {cpus:g} CPU(s)", field="workers", value=n,
+                          fix=f"use at most {int(cpus)} CPU worker(s)")
+    per = max(1, int(cpus // n))
+    return n, {"num_cpus": per}, f"{n} CPU worker(s), {per} CPU(s) each"
+
+
+def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress: bool = True,
+        on_result=None, desc: str = "images") -> dict:
+    """Make `tasks` on a pool of Ray workers. Returns {"outcomes": {id: outcome}, "lag_s",
+    "workers"}; each outcome is {status, path, error, worker, recovered}. `on_result(task,
+    outcome)` is called on the driver as each item ends."""
+    ray = require_ray()
+    from ray.exceptions import RayActorError, RayError
+    from tqdm.auto import tqdm
+
+    outcomes, queue = {}, deque((t, 1) for t in tasks)
+    if not tasks:
+        return {"outcomes": outcomes, "lag_s": 0.0, "workers": 0}
+    # 1. Connect, size the pool, and leave a probe the workers must see (volume).
+    owned = connect(opts)
+    actors, starting, running = {}, {}, {}   # actor -> info; ready ref -> actor; item ref -> (actor, task, attempt)
+    probe = None
+    lag, deaths, stop = 0.0, 0, False
+    bar = None
+    try:
+        n, resources, what = size_pool(opts, ray.cluster_resources())
+        if opts.ray_results == "volume":
+            probe = f".ray_probe_{os.getpid()}_{time.time_ns()}"
+            output.write_new(output_dir, probe, b"fluxnb")
+        remote = ray.remote(Worker).options(max_restarts=0, max_task_retries=0, **resources)
+
+        def start() -> None:
+            actor = remote.remote(load, output_dir, probe)
+            starting[actor.ready.remote()] = actor
+
+        for _ in range(n):
+            start()
+        log.info("Ray: %s for %d item(s), results written by the %s", what, len(tasks),
+                 "workers (shared volume)" if opts.ray_results == "volume" else "driver")
+        bar = tqdm(total=len(tasks), desc=desc, unit="image", disable=not progress)
+
+        def finish(task: Task, outcome: dict) -> None:
+            outcomes[task.id] = outcome
+            bar.update(1)
+            if on_result:
+                on_result(task, outcome)
+
+        def died(actor, why: str) -> None:
+            # 2. A dead worker: what it finished is kept, the rest goes back to the queue.
+            nonlocal deaths
+            info = actors.pop(actor, {})
+            ray.kill(actor, no_restart=True)
+            lost = [(ref, t, a) for ref, (act, t, a) in running.items() if act is actor]
+            for ref, _, _ in lost:
+                running.pop(ref)
+            if info.get("pid"):
+                _remove_temp_files(output_dir, info["pid"])
+            deaths += 1
+            log.warning("Ray worker %s died (%s); %d item(s) go to the other workers", info.get("worker", "?"),
+                        why.splitlines()[0][:200], len(lost))
+            for _, t, attempt in reversed(lost):
+                rec = recover(output_dir, t) if opts.ray_results == "volume" else None
+                if rec is not None:
+                    finish(t, {"status": "ok", "path": rec["path"], "error": "", "worker": rec.get("worker", ""),
+                               "recovered": True})
+                elif attempt >= MAX_ATTEMPTS:
+                    msg = f"its Ray worker died {attempt} times while making it (last: {why.splitlines()[0][:200]})"
+                    _record_failure(output_dir, t, "error", msg)
+                    finish(t, {"status": "error", "path": None, "error": msg, "worker": "", "recovered": False})
+                else:
+                    queue.appendleft((t, attempt + 1))
+            if deaths <= 2 * n and not stop:
+                start()
+
+        while (queue and not stop) or running:
+            # 3. Keep every ready worker busy, then wait for the next answer.
+            for actor, info in list(actors.items()):
+                while queue and not stop and sum(1 for a, _, _ in running.values() if a is actor) < IN_FLIGHT:
+                    t, attempt = queue.popleft()
+                    running[actor.make.remote(t, opts.ray_results)] = (actor, t, attempt)
+            waiting = list(starting) + list(running)
+            if not waiting:
+                log.error("Ray: every worker died; %d item(s) not made (run again to make them)", len(queue))
+                break
+            [ref], _ = ray.wait(waiting, num_returns=1)
+            if ref in starting:
+                actor = starting.pop(ref)
+                try:
+                    info = ray.get(ref)
+                except RayActorError as e:
+                    died(actor, str(e))
+                    continue
+                if info["error"]:
+                    raise FluxnbError(f"Ray worker {info['worker']}: {info['error']}", field="backend", value="ray")
+                lag = max(lag, time.time() - info["clock"])
+                actors[actor] = info
+                log.info("Ray worker %s ready (%s, model loaded in %.1f s)", info["worker"], info["device"],
+                         info["load_s"])
+                continue
+            actor, t, attempt = running.pop(ref)
+            try:
+                out = ray.get(ref)
+            except RayActorError as e:
+                running[ref] = (actor, t, attempt)
+                died(actor, str(e))
+                continue
+            except RayError as e:  # the item's call failed without killing its worker
+                msg = f"Ray: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                _record_failure(output_dir, t, "error", msg)
+                finish(t, {"status": "error", "path": None, "error": msg, "worker": actors[actor]["worker"],
+                           "recovered": False})
+                continue
+            outcome = _land(output_dir, t, out, opts.ray_results)
+            outcome["worker"] = actors[actor]["worker"]
+            finish(t, outcome)
+            if outcome["status"] == "disk_full":
+                log.error("the disk is full: stopping; free space and run it again")
+                stop = True
+    finally:
+        if bar is not None:
+            bar.close()
+        for actor in list(actors) + list(starting.values()):
+            ray.kill(actor, no_restart=True)
+        if probe:
+            (Path(output_dir) / probe).unlink(missing_ok=True)
+        if owned:
+            ray.shutdown()
+    return {"outcomes": outcomes, "lag_s": max(0.0, lag), "workers": n, "deaths": deaths}
+
+
+def _land(output_dir: str, task: Task, out: dict, results: str) -> dict:
+    """A worker's answer on the driver: with ray_results driver, write the image and its record."""
+    outcome = {"status": out["status"], "path": out.get("path"), "error": out.get("error", ""), "recovered": False,
+               "elapsed_s": (out.get("record") or {}).get("elapsed_s")}
+    if results == "volume":
+        return outcome
+    rec = out["record"]
+    if out["status"] == "ok":
+        t0 = time.perf_counter()
+        try:
+            path = output.write_new(output_dir, out["name"], out["data"])
+        except FluxnbError as e:
+            rec.update(status=e.status or "error", error=str(e))
+            runlog.append(output_dir, rec)
+            return {**outcome, "status": rec["status"], "error": str(e)}
+        rec.update(save_s=round(out["encode_s"] + time.perf_counter() - t0, 4), path=str(path))
+        outcome["path"] = str(path)
+    runlog.append(output_dir, rec)
+    return outcome
+
+
+def _record_failure(output_dir: str, task: Task, status: str, msg: str) -> None:
+    from .generation import base_record
+
+    runlog.append(output_dir, {**base_record(task.settings, task.seed), **task.extra, "status": status, "error": msg})
+
+
+# ---------------------------------------------------------------------------------------
+# Batches (fluxnb.batch.execute with backend ray)
+# ---------------------------------------------------------------------------------------
+
+def make_batch(p, todo: list):
+    """Make a batch plan's `todo` items on Ray workers (under the batch's lock, as the
+    local backend does). Returns how far the workers' clocks lag this one's (a timedelta)."""
+    import dataclasses
+    from datetime import timedelta
+
+    batch_log = logging.getLogger("fluxnb.batch")
+    extra = {"batch_id": p.batch_id}
+    tasks = []
+    for item in todo:
+        s = dataclasses.replace(p.settings, prompt=item.prompt, enhance=item.enhance, seed=None, count=1)
+        label = f"P{item.prompt_no} seed {item.seed}" + (f" {item.enhance}" if len(p.enhances) > 1 else "")
+        tasks.append(Task(item.id, s, item.seed, extra, label))
+    # 1. Images a killed run wrote but never recorded are recorded now, not made again.
+    adopted = {} if p.force else adopt_orphans(p.output_dir, tasks)
+    if adopted:
+        batch_log.info("recorded %d image(s) a killed run had written but not recorded", len(adopted))
+        p.done.update(adopted)
+        tasks = [t for t in tasks if t.id not in adopted]
+
+    # 2. The rest on the workers: one line per item, as the local backend prints.
+    count = [0]
+
+    def on_result(task: Task, out: dict) -> None:
+        count[0] += 1
+        head = f"[{count[0]}/{len(tasks)}] {task.label}"
+        if out["status"] == "ok":
+            took = f" {out['elapsed_s']:.2f} s" if out.get("elapsed_s") is not None and not out["recovered"] else ""
+            batch_log.info("%s ok%s -> %s (%s)", head, took, out["path"],
+                           "finished by a worker that died" if out["recovered"] else out["worker"])
+        else:
+            batch_log.warning("%s %s: %s", head, out["status"], out["error"])
+
+    result = run(tasks, p.settings.load, p.output_dir, p.ray or options(), on_result=on_result,
+                 desc=f"batch {p.batch_id}")
+    lag = result["lag_s"]
+    if lag > 1:
+        batch_log.warning("a Ray worker's clock is %.1f s behind this machine's: keep the nodes' clocks in sync (NTP)",
+                          lag)
+    return timedelta(seconds=lag if lag > 1 else 0)
