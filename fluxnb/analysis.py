@@ -231,21 +231,9 @@ def plot_enhanced(df, ax=None):
 def export(df, target: str | os.PathLike, *, base: str | os.PathLike | None = None) -> Path:
     """Write a (filtered) run-log table as CSV or Parquet by the target's extension,
     atomically; a relative `target` is taken within `base` when given."""
+    from .runlog import write_table
+
     target = Path(target)
     if base is not None and not target.is_absolute():
         target = Path(base) / target
-    ext = target.suffix.lower()
-    if ext not in (".csv", ".parquet"):
-        raise FluxnbError(f"export {str(target)!r}: unknown format {ext or '(none)'}", field="export",
-                          value=str(target), fix="name a .csv or .parquet file")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        if ext == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return write_table(df, target)

@@ -208,6 +208,75 @@ def cmd_enhance(args) -> int:
 
 # ==== sweep and grid (sweeps issue) ====
 
+def sweep_list_dests() -> list:
+    """The settings flags that take a list in `fluxnb sweep` (names from add_settings_flags,
+    axes from fluxnb.sweeps.AXES)."""
+    from .sweeps import AXES
+
+    return [k for k in AXES if k != "prompt"]
+
+
+def add_sweep_flags(p: argparse.ArgumentParser) -> None:
+    """Every generate flag, the sweepable ones taking lists, plus the sweep's own."""
+    add_settings_flags(p)
+    dests = sweep_list_dests()
+    for action in p._actions:
+        if action.dest in dests and action.option_strings and action.nargs is None:
+            choices = f"of {', '.join(action.choices)}" if action.choices else ""
+            action.choices, action.metavar = None, "LIST"
+            action.help = f"{action.help or ''}; a comma list {choices} to sweep".strip("; ")
+    a = p.add_argument_group("sweep")
+    a.add_argument("--seeds", metavar="LIST", help="1,2,3 | 1-5 | 1-10 (+2) | 1-10 [5] | random:4 (drawn, recorded)")
+    a.add_argument("--prompts", metavar="A|B", help="prompts to sweep, separated by |; with {} in PROMPT they fill it")
+    a.add_argument("--rows", metavar="AXIS", help="the axis down the rows (default: the first of prompt, enhance, "
+                   "seed, guidance, steps, size, ... that varies)")
+    a.add_argument("--cols", metavar="AXIS", help="the axis across the columns (default: the next one)")
+    a.add_argument("--batch-size", dest="batch_size", type=int, metavar="N",
+                   help="cells per pipeline call (default: 4 on the CPU, 1 on a GPU)")
+    a.add_argument("--yes", action="store_true", help="make more than 100 cells")
+    a.add_argument("--dry-run", action="store_true", help="print the plan; generate nothing")
+    a.add_argument("--json", action="store_true", help="print grid, grids, images (row-major), sweep_id, cells")
+
+
+def cmd_sweep(args) -> int:
+    from .sweeps import plan, run
+
+    axes = {k: getattr(args, k) for k in sweep_list_dests() if getattr(args, k, None) is not None}
+    base = settings_from_args(argparse.Namespace(**{**vars(args), **{k: None for k in axes}}))
+    p = plan(args.prompt, seeds=args.seeds, prompts=args.prompts, rows=args.rows, cols=args.cols, yes=args.yes,
+             settings=base, **axes)
+    if args.dry_run:
+        if args.json:
+            _print_json(p.definition())
+        else:
+            print(p.describe())
+            for a in p.axes:
+                print(f"  {a.name}: {', '.join(map(str, a.values))}")
+            print("  fixed: " + ", ".join(f"{k} {v}" for k, v in p.fixed().items()))
+        return 0
+    result = run(p, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        for path in result.grids:
+            print(path)
+    return 0
+
+
+def cmd_grid(args) -> int:
+    from pathlib import Path
+
+    from .grids import grid
+
+    g = grid(args.directory, rows=args.rows, cols=args.cols, where=args.where, out=args.out or Path(args.directory),
+             yes=args.yes)
+    if args.json:
+        _print_json({"grid": g.path, "rows": g.rows, "cols": g.cols, "row_values": g.row_values,
+                     "col_values": g.col_values, "images": g.images})
+    else:
+        print(g.path)
+    return 0
+
 
 # ==== batch (batch issue) ====
 
@@ -437,7 +506,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_enhance)
 
     # ---- sweep and grid commands (sweeps issue) ----
-    _ = "sweep"
+    p = sub.add_parser("sweep", help="a comparison grid over seeds, guidance, steps, sizes, prompts...",
+                       description="Make every combination of the axes and a labelled grid. Values: comma lists, "
+                                   "A1111 ranges 1-5, 1-10 (+2), 1-10 [5]; seeds also random:N.")
+    p.add_argument("prompt", nargs="?", help="the prompt (optional with --prompts; {} marks where they go)")
+    add_sweep_flags(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("grid", help="a labelled grid of images already made, from the run log")
+    p.add_argument("directory", help="output folder holding runlog.jsonl")
+    p.add_argument("--rows", metavar="COLUMN", help="run-log column down the rows (seed, guidance, steps, ...)")
+    p.add_argument("--cols", metavar="COLUMN", help="run-log column across the columns")
+    p.add_argument("--where", metavar="QUERY", help='a pandas query, e.g. "steps == 20 and guidance > 2"')
+    p.add_argument("--out", metavar="FILE.png", help="where to save it (default: DIR/grid_ROWS_by_COLS.png)")
+    p.add_argument("--yes", action="store_true", help="allow more than 100 cells")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_grid)
 
     # ---- batch command (batch issue) ----
     from .batch import PARAMS as BATCH_PARAMS

@@ -144,7 +144,6 @@ def configure_tiling(loaded, s: Settings) -> None:
 
 def render(loaded, s: Settings, seed: int, embeds, *, callbacks=(), progress: bool = True) -> tuple[object, dict]:
     """Denoise and decode one image; returns (PIL image at the final size, timings)."""
-    import numpy as np
     import torch
 
     w, h = s.render_size
@@ -175,12 +174,7 @@ def render(loaded, s: Settings, seed: int, embeds, *, callbacks=(), progress: bo
         if bar is not None:
             bar.close()
     t1 = time.perf_counter()
-    if (w, h) != (s.width, s.height):  # a cropping preset (hd): centre crop
-        left, top = (w - s.width) // 2, (h - s.height) // 2
-        image = image.crop((left, top, left + s.width, top + s.height))
-    if int(np.asarray(image).max()) <= 2:
-        raise RuntimeFailure(f"seed {seed}: the image came out black (NaN in the model's output)", field="precision",
-                             value=s.precision, fix="never use fp16 with FLUX; try --precision bf16", status="black")
+    image = finish_image(image, s, seed)
     denoised = marks.get("denoised", t1)
     return image, {"denoise_s": round(denoised - t0, 4), "decode_s": round(t1 - denoised, 4)}
 
@@ -301,3 +295,65 @@ def _as_error(e: Exception, loaded, oom_error) -> FluxnbError:
     except ImportError:
         pass
     return RuntimeFailure(f"generation failed: {type(e).__name__}: {e}")
+
+
+# ---------------------------------------------------------------------------------------
+# Several images per pipeline call, and denoising apart from decoding (used by sweeps)
+# ---------------------------------------------------------------------------------------
+
+def render_many(loaded, s: Settings, seeds, embeds, *, callbacks=(), output_type: str = "pil") -> list:
+    """Denoise len(seeds) images sharing `s` (size, steps, guidance) in one pipeline call.
+
+    Image i starts from the noise of its own CPU generator seeded with seeds[i] (the very
+    noise a single-image call draws) and uses embeds[i]. Returns uncropped PIL images, or
+    with output_type="latent" the packed latents for `decode_latents`. Batching may move a
+    pixel by 1/255 (other kernel blocking); tests hold it within 2/255 of `render`."""
+    import torch
+
+    w, h = s.render_size
+    configure_tiling(loaded, s)
+
+    def on_step(pipe, i, t, kwargs):
+        for cb in callbacks:
+            out = cb(pipe, i, t, kwargs)
+            if isinstance(out, dict):
+                kwargs.update(out)
+        return kwargs
+
+    with torch.inference_mode():
+        return loaded.pipe(prompt_embeds=torch.cat([e[0] for e in embeds]),
+                           pooled_prompt_embeds=torch.cat([e[1] for e in embeds]), width=w, height=h,
+                           num_inference_steps=s.steps, guidance_scale=s.guidance,
+                           generator=[torch.Generator("cpu").manual_seed(x) for x in seeds],
+                           max_sequence_length=s.max_sequence_length, callback_on_step_end=on_step,
+                           output_type=output_type).images
+
+
+def decode_latents(loaded, s: Settings, latents) -> list:
+    """Packed latents from `render_many(..., output_type="latent")` -> PIL images, decoded
+    exactly as FluxPipeline decodes them (so the pixels are the same)."""
+    import torch
+    from diffusers.utils.torch_utils import get_module_execution_device
+
+    pipe = loaded.pipe
+    w, h = s.render_size
+    configure_tiling(loaded, s)
+    with torch.inference_mode():
+        lat = pipe._unpack_latents(latents, h, w, pipe.vae_scale_factor)
+        lat = (lat / pipe.vae.config.scaling_factor) + pipe.vae.config.shift_factor
+        image = pipe.vae.decode(lat.to(get_module_execution_device(pipe.vae)), return_dict=False)[0]
+        return pipe.image_processor.postprocess(image, output_type="pil")
+
+
+def finish_image(image, s: Settings, seed: int):
+    """What `render` does after the pipeline: crop a cropping preset (hd), refuse a black image."""
+    import numpy as np
+
+    w, h = s.render_size
+    if (w, h) != (s.width, s.height):
+        left, top = (w - s.width) // 2, (h - s.height) // 2
+        image = image.crop((left, top, left + s.width, top + s.height))
+    if int(np.asarray(image).max()) <= 2:
+        raise RuntimeFailure(f"seed {seed}: the image came out black (NaN in the model's output)", field="precision",
+                             value=s.precision, fix="never use fp16 with FLUX; try --precision bf16", status="black")
+    return image

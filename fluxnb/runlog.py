@@ -115,6 +115,12 @@ def ok_paths(directory: str | os.PathLike) -> dict[str, dict]:
 
 def export(directory: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Write the run log as CSV or Parquet (by the target's extension), atomically."""
+    return write_table(load(directory), target)
+
+
+def write_table(df, target: str | os.PathLike) -> Path:
+    """Write a run-log DataFrame as CSV or Parquet (by the target's extension), atomically:
+    a temp file beside the target, then a rename. An unknown extension writes nothing."""
     from .errors import FluxnbError
 
     target = Path(target)
@@ -122,7 +128,6 @@ def export(directory: str | os.PathLike, target: str | os.PathLike) -> Path:
     if ext not in (".csv", ".parquet"):
         raise FluxnbError(f"export {str(target)!r}: unknown format {ext or '(none)'}", field="export",
                           value=str(target), fix="name a .csv or .parquet file")
-    df = load(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
@@ -132,8 +137,7 @@ def export(directory: str | os.PathLike, target: str | os.PathLike) -> Path:
             df.to_parquet(tmp, index=False)
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -203,7 +203,7 @@ def _fit_prefix(tok, text: str, limit: int, specials: int) -> tuple[str, str]:
     """Cut `text` so that its encoding holds at most `limit` tokens (`specials` of them
     added by the tokenizer): at the last word boundary that fits, else at a token boundary."""
     enc = tok.encode(text)
-    ids, offsets, words = enc.ids, enc.offsets, enc.word_ids
+    offsets, words = enc.offsets, enc.word_ids
     content = [i for i, w in enumerate(words) if w is not None]
     budget = limit - specials
     if len(content) <= budget:
