@@ -274,7 +274,8 @@ def plan(params: dict | None = None, *, source: str = "params") -> Plan:
     if p["backend"] not in BACKENDS:
         raise FluxnbError(f"backend {p['backend']!r}: unknown", field="backend", value=p["backend"],
                           fix=f"use {' or '.join(BACKENDS)}")
-    ray = _ray_options(p)
+    from .raybackend import OPTIONS, for_backend
+    ray = for_backend(p["backend"], **{k: p[k] for k in OPTIONS})  # checked now; refused without backend ray
     if p["batch_name"] is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", p["batch_name"]):
         raise FluxnbError(f"batch_name {p['batch_name']!r}: expected {PARAMS['batch_name'][1]}", field="batch_name",
                           value=p["batch_name"], fix="e.g. batch_name: overnight-2026-05")
@@ -302,20 +303,6 @@ def plan(params: dict | None = None, *, source: str = "params") -> Plan:
     done = {i.id: done[i.id] for i in items if i.id in done}
     return Plan(batch_id, base, prompts, enhances, seeds, items, done, force=bool(p["force"]), backend=p["backend"],
                 params=params, ray=ray)
-
-
-def _ray_options(p: dict):
-    """The Ray options (backend ray), checked; the Ray keys without backend ray are refused."""
-    from . import raybackend
-
-    given = {k: p[k] for k in raybackend.OPTIONS if p.get(k) is not None}
-    if p["backend"] == "ray":
-        return raybackend.options(**given)
-    if given:
-        key = next(iter(given))
-        raise FluxnbError(f"{key} {given[key]!r}: only for backend ray", field=key, value=given[key],
-                          fix="add backend: ray (--backend ray), or remove it")
-    return None
 
 
 def collect(namespace: dict) -> dict:

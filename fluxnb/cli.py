@@ -254,7 +254,9 @@ def cmd_sweep(args) -> int:
                 print(f"  {a.name}: {', '.join(map(str, a.values))}")
             print("  fixed: " + ", ".join(f"{k} {v}" for k, v in p.fixed().items()))
         return 0
-    result = run(p, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty())
+    result = run(p, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty(),
+                 **{k: getattr(args, k) for k in ("address", "workers", "gpus_per_worker", "ray_results")},
+                 backend=args.backend or "local")
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -511,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "A1111 ranges 1-5, 1-10 (+2), 1-10 [5]; seeds also random:N.")
     p.add_argument("prompt", nargs="?", help="the prompt (optional with --prompts; {} marks where they go)")
     add_sweep_flags(p)
+    add_backend_flags(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("grid", help="a labelled grid of images already made, from the run log")

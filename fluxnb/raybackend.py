@@ -89,6 +89,21 @@ def options(address=None, workers=None, gpus_per_worker=None, ray_results=None) 
                       float(gpus_per_worker) if gpus_per_worker is not None else None, ray_results or "volume")
 
 
+def for_backend(backend: str, **given) -> RayOptions | None:
+    """The checked Ray options for `backend` (local or ray); Ray options without backend
+    ray are refused rather than ignored."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if backend not in ("local", "ray"):
+        raise FluxnbError(f"backend {backend!r}: unknown", field="backend", value=backend, fix="use local or ray")
+    if backend == "ray":
+        return options(**given)
+    if given:
+        key = next(iter(given))
+        raise FluxnbError(f"{key} {given[key]!r}: only for backend ray", field=key, value=given[key],
+                          fix="add backend: ray (--backend ray), or remove it")
+    return None
+
+
 def require_ray():
     try:
         import ray
@@ -311,7 +326,7 @@ def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress:
                 rec = recover(output_dir, t) if opts.ray_results == "volume" else None
                 if rec is not None:
                     finish(t, {"status": "ok", "path": rec["path"], "error": "", "worker": rec.get("worker", ""),
-                               "recovered": True})
+                               "recovered": True, "record": rec})
                 elif attempt >= MAX_ATTEMPTS:
                     msg = f"its Ray worker died {attempt} times while making it (last: {why.splitlines()[0][:200]})"
                     _record_failure(output_dir, t, "error", msg)
@@ -380,7 +395,7 @@ def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress:
 def _land(output_dir: str, task: Task, out: dict, results: str) -> dict:
     """A worker's answer on the driver: with ray_results driver, write the image and its record."""
     outcome = {"status": out["status"], "path": out.get("path"), "error": out.get("error", ""), "recovered": False,
-               "elapsed_s": (out.get("record") or {}).get("elapsed_s")}
+               "elapsed_s": (out.get("record") or {}).get("elapsed_s"), "record": out.get("record")}
     if results == "volume":
         return outcome
     rec = out["record"]
@@ -448,3 +463,37 @@ def make_batch(p, todo: list):
         batch_log.warning("a Ray worker's clock is %.1f s behind this machine's: keep the nodes' clocks in sync (NTP)",
                           lag)
     return timedelta(seconds=lag if lag > 1 else 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Sweeps (fluxnb.sweeps.run with backend ray)
+# ---------------------------------------------------------------------------------------
+
+def make_sweep(p, cells: list, opts: RayOptions, bar=None) -> None:
+    """Make a sweep's cells (sharing one pipeline) on Ray workers, each as a single
+    `generate` makes it, recorded with the sweep id and its coordinates. Raises when a
+    cell failed, after the others are made (a rerun reuses them)."""
+    from PIL import Image
+
+    from .errors import RuntimeFailure
+
+    by_id = {c.id: c for c in cells}
+    tasks = [Task(c.id, c.settings, c.seed, c.extra(p.sweep_id), f"cell {c.index}") for c in cells]
+
+    def on_result(task: Task, out: dict) -> None:
+        c = by_id[task.id]
+        if out["status"] == "ok":
+            c.path, c.record = Path(out["path"]), out["record"] or {}
+            with Image.open(c.path) as im:
+                c.image = im.convert("RGB")
+        if bar is not None:
+            bar.update(1)
+
+    outcomes = run(tasks, cells[0].settings.load, p.base.output_dir, opts, progress=False, on_result=on_result,
+                   desc=f"sweep {p.sweep_id}")["outcomes"]
+    failed = [(by_id[t.id], outcomes.get(t.id)) for t in tasks if (outcomes.get(t.id) or {}).get("status") != "ok"]
+    if failed:
+        c, out = failed[0]
+        why = f"{out['status']}: {out['error']}" if out else "not made (every Ray worker died)"
+        raise RuntimeFailure(f"sweep {p.sweep_id}: {len(failed)} cell(s) failed; cell {c.index} {c.values}: {why}",
+                             field="sweep", value=p.sweep_id, fix="run it again to make the missing cells")

@@ -234,3 +234,38 @@ def test_cli_batch_joins_a_running_cluster_and_the_driver_writes(cluster, tmp_pa
     assert 'backend = "ray"' in "".join(params_cell["source"]) and 'ray_results = "driver"' in "".join(
         params_cell["source"])
     assert ray.is_initialized()  # the CLI's run left this cluster up
+
+
+def test_sweep_on_ray_gives_the_local_grid_cells(cluster, tmp_path, capsys):
+    import torch
+
+    import fluxnb
+
+    axes = {"seeds": "1,2,3", "guidance": "1.5,3.5"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count, as above
+    try:  # the local sweep as it runs by default (4 cells per pipeline call on the CPU), and one cell a call
+        local = fluxnb.sweep("a fox in snow", model="tiny", size="64x64", steps=2, image_format="png",
+                             out=tmp_path / "local", progress=False, **axes)
+        single = fluxnb.sweep("a fox in snow", model="tiny", size="64x64", steps=2, image_format="png",
+                              out=tmp_path / "single", progress=False, batch_size=1, **axes)
+    finally:
+        torch.set_num_threads(threads)
+    assert cli.main(["sweep", "a fox in snow", "--seeds", axes["seeds"], "--guidance", axes["guidance"], "--model",
+                     "tiny", "--size", "64x64", "--steps", "2", "--format", "png", "--out", str(tmp_path / "ray"),
+                     "--backend", "ray", "--workers", "2", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["sweep_id"] == local.sweep_id and got["made"] == 6
+    for cell, one, mine in zip(local.to_dict()["cells"], single.cells, got["cells"]):
+        assert (cell["row"], cell["col"], cell["id"]) == (mine["row"], mine["col"], mine["id"])
+        assert np.abs(pixels(cell["path"]) - pixels(mine["path"])).max() <= 2  # the sweep's own promise, 2/255
+        assert np.array_equal(pixels(one.path), pixels(mine["path"]))  # each cell is a single generate's image
+    records = {r["id"]: r for r in ok_records(tmp_path / "ray")}
+    assert len(records) == 6 and all(r["sweep_id"] == local.sweep_id and r["worker"] for r in records.values())
+    assert [records[c["id"]]["sweep_row"] for c in got["cells"]] == [c["row"] for c in got["cells"]]
+    assert pixels(got["grid"]).shape == pixels(local.grid).shape
+    # A rerun reuses every cell: no worker starts, nothing is made.
+    assert cli.main(["sweep", "a fox in snow", "--seeds", axes["seeds"], "--guidance", axes["guidance"], "--model",
+                     "tiny", "--size", "64x64", "--steps", "2", "--format", "png", "--out", str(tmp_path / "ray"),
+                     "--backend", "ray", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reused"] == 6
