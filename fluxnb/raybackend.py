@@ -29,8 +29,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import output, runlog
+from . import output
 from .errors import FluxnbError
+from .rayitems import Worker, adopt_orphans, land, record_failure, recover, remove_temp_files
 
 log = logging.getLogger("fluxnb.ray")
 
@@ -112,116 +113,6 @@ def require_ray():
     return ray
 
 
-# ---------------------------------------------------------------------------------------
-# The worker (a Ray actor): loads the pipeline once, makes items
-# ---------------------------------------------------------------------------------------
-
-class Worker:
-    """Made a Ray actor by `run` (ray.remote(Worker)); plain Python otherwise."""
-
-    def __init__(self, load, output_dir: str, probe: str | None):
-        import ray
-
-        from . import logs
-
-        logs.setup(logging.WARNING, file=False)
-        ctx = ray.get_runtime_context()
-        gpus = ",".join(map(str, ctx.get_accelerator_ids().get("GPU", [])))
-        self.name = f"{ray.util.get_node_ip_address()}:{os.getpid()}" + (f":gpu{gpus}" if gpus else "")
-        self.output_dir, self.error, self.loaded = output_dir, None, None
-        try:
-            if probe and not (Path(output_dir) / probe).is_file():
-                raise FluxnbError(f"output_dir {output_dir!r}: worker {self.name} does not see the driver's output "
-                                  "folder", field="output_dir", value=output_dir,
-                                  fix="mount the same network volume at the same path on every node (RunPod: "
-                                      "/workspace), or set ray_results: driver (--ray-results driver)")
-            from .pipeline import get_pipeline
-
-            self.loaded = get_pipeline(load)
-        except Exception as e:  # noqa: BLE001 - told to the driver by ready()
-            self.error = logs.scrub(str(e) if isinstance(e, FluxnbError) else f"{type(e).__name__}: {e}")
-
-    def ready(self) -> dict:
-        info = {"worker": self.name, "pid": os.getpid(), "error": self.error, "clock": time.time()}
-        if self.loaded is not None:
-            info.update(device=self.loaded.device, load_s=round(self.loaded.load_s, 2))
-        return info
-
-    def make(self, task: Task, results: str) -> dict:
-        """Make one item. volume: save and record it here (as the local backend does);
-        driver: return the encoded file and its record for the driver to write."""
-        from . import logs
-        from .errors import FluxnbError
-        from .generation import base_record, generate
-
-        s, extra = task.settings, {**task.extra, "worker": self.name}
-        here = results == "volume"
-        try:
-            [made] = generate(settings=s, seeds=[task.seed], progress=False, save=here, record=here, extra=extra)
-        except Exception as e:  # noqa: BLE001 - every failure is recorded once, and the batch goes on
-            known = isinstance(e, FluxnbError)
-            msg = logs.scrub(str(e) if known else f"{type(e).__name__}: {e}")
-            rec = {**base_record(s, task.seed), **extra, "status": getattr(e, "status", "error") if known else "error",
-                   "error": msg}
-            if here and not known:  # generate records the errors it raises itself
-                runlog.append(self.output_dir, rec)
-            return {"status": rec["status"], "error": msg, "record": None if here else rec}
-        if here:
-            return {"status": "ok", "path": str(made.path), "record": made.record}
-        t0 = time.perf_counter()
-        data = output.encode(made.image, made.metadata, s.image_format, s.jpeg_quality)
-        return {"status": "ok", "record": made.record, "data": data, "name": output.file_name(task.seed, s.image_format),
-                "encode_s": time.perf_counter() - t0}
-
-
-# ---------------------------------------------------------------------------------------
-# Exactly once: what a dead worker finished
-# ---------------------------------------------------------------------------------------
-
-def recover(output_dir: str | os.PathLike, task: Task) -> dict | None:
-    """The `ok` record of an item a dead worker finished, or None. An image it wrote but
-    did not record (it died in between) is adopted: recorded once, from its own metadata."""
-    rec = runlog.ok_paths(output_dir).get(task.id)
-    if rec is not None:
-        return rec
-    fmt = task.settings.image_format
-    folder = Path(output_dir)
-    for path in sorted(set(folder.glob(f"flux_*_{task.seed}.{fmt}")) | set(folder.glob(f"flux_*_{task.seed}_*.{fmt}"))):
-        try:
-            meta = output.read_metadata(path)[output.JSON_KEY] or {}
-        except FluxnbError:
-            continue
-        if meta.get("id") == task.id and meta.get("status") == "ok":
-            rec = {k: v for k, v in meta.items() if k not in ("settings", "versions")}
-            rec.update(path=str(path), recovered=True)
-            runlog.append(output_dir, rec)
-            return rec
-    return None
-
-
-def adopt_orphans(output_dir: str | os.PathLike, tasks: list[Task]) -> dict[str, dict]:
-    """{id: record} for tasks whose image a killed run wrote but never recorded."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return {}
-    recorded = {str(Path(r["path"]).resolve()) for r in runlog.read(output_dir, warn=False) if r.get("path")}
-    seeds = {t.seed for t in tasks}
-    by_seed = {}
-    for path in folder.glob("flux_*"):
-        m = re.fullmatch(r"flux_\d{8}_\d{6}_(\d+)(?:_\d+)?\.(png|jpg)", path.name)
-        if m and int(m.group(1)) in seeds and str(path.resolve()) not in recorded:
-            by_seed.setdefault(int(m.group(1)), []).append(path)
-    found = {}
-    for t in tasks:
-        if by_seed.get(t.seed) and (rec := recover(output_dir, t)) is not None:
-            found[t.id] = rec
-    return found
-
-
-def _remove_temp_files(output_dir: str, pid: int) -> None:
-    for tmp in Path(output_dir).glob(f".*.{pid}.tmp"):
-        tmp.unlink(missing_ok=True)
-
 
 # ---------------------------------------------------------------------------------------
 # The driver: connect, start the pool, spread the items, retry the dead workers' items
@@ -233,17 +124,42 @@ def connect(opts: RayOptions) -> bool:
     ray = require_ray()
     if ray.is_initialized():
         return False
+    fix = ("is the head running (`ray start --head --port 6379`), and do RAY_AUTH_MODE=token and "
+           "RAY_AUTH_TOKEN_PATH here name the head's token? (README: Scale-out with Ray); or leave --address out "
+           "for a local Ray on this machine")
+    if opts.address and opts.address.startswith("ray://"):
+        fix = ("check that the head's Ray Client port is reachable from here; with Ray's token authentication set "
+               "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH on this machine too (README: Scale-out with Ray)")
     try:
         if opts.address in (None, "local"):
             ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
         else:
+            _check_reachable(opts.address)  # ray.init waits a long time on an address nobody answers
             ray.init(address=opts.address, logging_level=logging.WARNING)
-    except (ConnectionError, ValueError, RuntimeError) as e:
+    except (ConnectionError, ValueError, RuntimeError, OSError) as e:
         raise FluxnbError(f"address {opts.address!r}: could not join a Ray cluster ({str(e).splitlines()[0]})",
-                          field="address", value=opts.address,
-                          fix="start the head with `ray start --head --port 6379` (see the README's Scale-out "
-                              "section), or leave --address out for a local Ray on this machine") from None
+                          field="address", value=opts.address, fix=fix) from None
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Raise ConnectionError when nothing listens where `address` points (for auto: the
+    cluster `ray start` recorded on this machine, or $RAY_ADDRESS)."""
+    import socket
+    import tempfile
+
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")
+        if not address or address == "auto":
+            try:
+                address = (Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster").read_text().strip()
+            except OSError:
+                return  # no record: ray.init says there is no cluster, at once
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        raise ConnectionError(f"nothing answers at {address} (a cluster that was stopped?)") from None
 
 
 def size_pool(opts: RayOptions, resources: dict) -> tuple[int, dict, str]:
@@ -318,7 +234,7 @@ def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress:
             for ref, _, _ in lost:
                 running.pop(ref)
             if info.get("pid"):
-                _remove_temp_files(output_dir, info["pid"])
+                remove_temp_files(output_dir, info["pid"])
             deaths += 1
             log.warning("Ray worker %s died (%s); %d item(s) go to the other workers", info.get("worker", "?"),
                         why.splitlines()[0][:200], len(lost))
@@ -329,7 +245,7 @@ def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress:
                                "recovered": True, "record": rec})
                 elif attempt >= MAX_ATTEMPTS:
                     msg = f"its Ray worker died {attempt} times while making it (last: {why.splitlines()[0][:200]})"
-                    _record_failure(output_dir, t, "error", msg)
+                    record_failure(output_dir, t, "error", msg)
                     finish(t, {"status": "error", "path": None, "error": msg, "worker": "", "recovered": False})
                 else:
                     queue.appendleft((t, attempt + 1))
@@ -370,11 +286,11 @@ def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress:
                 continue
             except RayError as e:  # the item's call failed without killing its worker
                 msg = f"Ray: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
-                _record_failure(output_dir, t, "error", msg)
+                record_failure(output_dir, t, "error", msg)
                 finish(t, {"status": "error", "path": None, "error": msg, "worker": actors[actor]["worker"],
                            "recovered": False})
                 continue
-            outcome = _land(output_dir, t, out, opts.ray_results)
+            outcome = land(output_dir, t, out, opts.ray_results)
             outcome["worker"] = actors[actor]["worker"]
             finish(t, outcome)
             if outcome["status"] == "disk_full":
@@ -390,33 +306,6 @@ def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress:
         if owned:
             ray.shutdown()
     return {"outcomes": outcomes, "lag_s": max(0.0, lag), "workers": n, "deaths": deaths}
-
-
-def _land(output_dir: str, task: Task, out: dict, results: str) -> dict:
-    """A worker's answer on the driver: with ray_results driver, write the image and its record."""
-    outcome = {"status": out["status"], "path": out.get("path"), "error": out.get("error", ""), "recovered": False,
-               "elapsed_s": (out.get("record") or {}).get("elapsed_s"), "record": out.get("record")}
-    if results == "volume":
-        return outcome
-    rec = out["record"]
-    if out["status"] == "ok":
-        t0 = time.perf_counter()
-        try:
-            path = output.write_new(output_dir, out["name"], out["data"])
-        except FluxnbError as e:
-            rec.update(status=e.status or "error", error=str(e))
-            runlog.append(output_dir, rec)
-            return {**outcome, "status": rec["status"], "error": str(e)}
-        rec.update(save_s=round(out["encode_s"] + time.perf_counter() - t0, 4), path=str(path))
-        outcome["path"] = str(path)
-    runlog.append(output_dir, rec)
-    return outcome
-
-
-def _record_failure(output_dir: str, task: Task, status: str, msg: str) -> None:
-    from .generation import base_record
-
-    runlog.append(output_dir, {**base_record(task.settings, task.seed), **task.extra, "status": status, "error": msg})
 
 
 # ---------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import run_cli
-from fluxnb import batch, cli, raybackend, runlog
+from fluxnb import batch, cli, raybackend, rayitems, runlog
 from fluxnb.errors import FluxnbError
 
 PARAMS = {"model": "tiny", "size": "64x64", "steps": 2, "image_format": "png", "batch_name": "r",
@@ -146,6 +146,24 @@ def test_without_ray_installed_the_message_says_how_to_get_it(monkeypatch):
         batch.plan({**PARAMS, "backend": "ray"})
     with pytest.raises(FluxnbError, match="Ray is not installed"):
         raybackend.require_ray()
+
+
+def test_an_address_nobody_answers_fails_at_once_with_the_fix(monkeypatch):
+    """Before the module's cluster starts: joining a stopped cluster (a stale `auto`, a
+    dead head, a closed Ray Client port) is a clear error in seconds, not a long wait."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(FluxnbError, match=rf"address 'auto': could not join.*nothing answers at 127.0.0.1:{port}.*"
+                                          r"ray start --head --port 6379.*RAY_AUTH_TOKEN_PATH"):
+        raybackend.connect(raybackend.options(address="auto"))
+    with pytest.raises(FluxnbError, match="RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH"):
+        raybackend.connect(raybackend.options(address=f"ray://127.0.0.1:{port}"))
+    assert not ray.is_initialized()
 
 
 # ---------------------------------------------------------------------------------------
@@ -269,3 +287,13 @@ def test_sweep_on_ray_gives_the_local_grid_cells(cluster, tmp_path, capsys):
                      "tiny", "--size", "64x64", "--steps", "2", "--format", "png", "--out", str(tmp_path / "ray"),
                      "--backend", "ray", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["reused"] == 6
+
+
+def test_a_worker_that_cannot_see_the_output_folder_says_so(cluster, tmp_path):
+    """ray_results volume on nodes without the shared folder: the worker refuses, naming the fix."""
+    from fluxnb.settings import resolve
+
+    w = rayitems.Worker(resolve(model="tiny").load, str(tmp_path), ".ray_probe_from_another_machine")
+    info = w.ready()
+    assert "does not see the driver's output folder" in info["error"] and "ray_results: driver" in info["error"]
+    assert "device" not in info  # no model was loaded
