@@ -27,9 +27,10 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
-from . import output
+from . import output, runlog
 from .errors import FluxnbError
 from .rayitems import Worker, adopt_orphans, land, record_failure, recover, remove_temp_files
 
@@ -198,6 +199,7 @@ def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress:
         return {"outcomes": outcomes, "lag_s": 0.0, "workers": 0}
     # 1. Connect, size the pool, and leave a probe the workers must see (volume).
     owned = connect(opts)
+    first = len(runlog.read(output_dir, warn=False))  # this run's records come after these
     actors, starting, running = {}, {}, {}   # actor -> info; ready ref -> actor; item ref -> (actor, task, attempt)
     probe = None
     lag, deaths, stop = 0.0, 0, False
@@ -239,7 +241,7 @@ def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress:
             log.warning("Ray worker %s died (%s); %d item(s) go to the other workers", info.get("worker", "?"),
                         why.splitlines()[0][:200], len(lost))
             for _, t, attempt in reversed(lost):
-                rec = recover(output_dir, t) if opts.ray_results == "volume" else None
+                rec = recover(output_dir, t, first) if opts.ray_results == "volume" else None
                 if rec is not None:
                     finish(t, {"status": "ok", "path": rec["path"], "error": "", "worker": rec.get("worker", ""),
                                "recovered": True, "record": rec})
@@ -316,7 +318,6 @@ def make_batch(p, todo: list):
     """Make a batch plan's `todo` items on Ray workers (under the batch's lock, as the
     local backend does). Returns how far the workers' clocks lag this one's (a timedelta)."""
     import dataclasses
-    from datetime import timedelta
 
     batch_log = logging.getLogger("fluxnb.batch")
     extra = {"batch_id": p.batch_id}

@@ -22,6 +22,8 @@ from .errors import FluxnbError
 if TYPE_CHECKING:
     from .raybackend import Task
 
+_IMAGE_NAME = re.compile(r"flux_\d{8}_\d{6}_(\d+)(?:_\d+)?\.(?:png|jpg)")  # output.file_name, write_new's _N
+
 # ---------------------------------------------------------------------------------------
 # The worker (a Ray actor): loads the pipeline once, makes items
 # ---------------------------------------------------------------------------------------
@@ -87,15 +89,19 @@ class Worker:
 # Exactly once: what a dead worker finished
 # ---------------------------------------------------------------------------------------
 
-def recover(output_dir: str | os.PathLike, task: Task) -> dict | None:
-    """The `ok` record of an item a dead worker finished, or None. An image it wrote but
-    did not record (it died in between) is adopted: recorded once, from its own metadata."""
-    rec = runlog.ok_paths(output_dir).get(task.id)
-    if rec is not None:
-        return rec
-    fmt = task.settings.image_format
-    folder = Path(output_dir)
+def recover(output_dir: str | os.PathLike, task: Task, after: int = 0) -> dict | None:
+    """The `ok` record of an item a dead worker finished (among the run log's records from
+    number `after` on: this run's), or None. An image it wrote but did not record (it died
+    in between) is adopted: recorded once, from its own metadata."""
+    records = runlog.read(output_dir, warn=False)
+    for rec in reversed(records[after:]):
+        if rec.get("id") == task.id and rec.get("status") == "ok" and rec.get("path") and Path(rec["path"]).is_file():
+            return rec
+    recorded = {str(Path(r["path"]).resolve()) for r in records if r.get("path")}
+    fmt, folder = task.settings.image_format, Path(output_dir)
     for path in sorted(set(folder.glob(f"flux_*_{task.seed}.{fmt}")) | set(folder.glob(f"flux_*_{task.seed}_*.{fmt}"))):
+        if str(path.resolve()) in recorded:
+            continue
         try:
             meta = output.read_metadata(path)[output.JSON_KEY] or {}
         except FluxnbError:
@@ -111,20 +117,13 @@ def recover(output_dir: str | os.PathLike, task: Task) -> dict | None:
 def adopt_orphans(output_dir: str | os.PathLike, tasks: list[Task]) -> dict[str, dict]:
     """{id: record} for tasks whose image a killed run wrote but never recorded."""
     folder = Path(output_dir)
-    if not folder.is_dir():
+    images = list(folder.glob("flux_*")) if folder.is_dir() else []
+    if not images:
         return {}
     recorded = {str(Path(r["path"]).resolve()) for r in runlog.read(output_dir, warn=False) if r.get("path")}
-    seeds = {t.seed for t in tasks}
-    by_seed = {}
-    for path in folder.glob("flux_*"):
-        m = re.fullmatch(r"flux_\d{8}_\d{6}_(\d+)(?:_\d+)?\.(png|jpg)", path.name)
-        if m and int(m.group(1)) in seeds and str(path.resolve()) not in recorded:
-            by_seed.setdefault(int(m.group(1)), []).append(path)
-    found = {}
-    for t in tasks:
-        if by_seed.get(t.seed) and (rec := recover(output_dir, t)) is not None:
-            found[t.id] = rec
-    return found
+    orphan_seeds = {int(m.group(1)) for path in images if str(path.resolve()) not in recorded
+                    and (m := _IMAGE_NAME.fullmatch(path.name))}
+    return {t.id: rec for t in tasks if t.seed in orphan_seeds and (rec := recover(output_dir, t)) is not None}
 
 
 def remove_temp_files(output_dir: str, pid: int) -> None:

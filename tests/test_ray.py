@@ -214,23 +214,34 @@ def test_ray_makes_the_local_images_once_each_written_by_workers_or_driver(clust
 
 
 def test_workers_killed_at_every_stage_and_each_item_is_done_exactly_once(cluster, tmp_path, capsys):
-    # Three crashes, each once: while denoising (nothing written), after writing the image
-    # but before recording it, and after recording it but before the driver heard.
+    # A batch made once already (local backend), then forced again on Ray with three
+    # crashes, each once: while denoising (nothing written), after writing the image but
+    # before recording it, and after recording it but before the driver heard. The first
+    # run's records must not pass for this run's.
+    out = tmp_path / "killed"
+    params = {**PARAMS, "seeds": [1, 2, 3], "output_dir": str(out)}
+    batch.execute(batch.plan(params))
+    before = runlog.read(out)
     stages = ("in-render", "after-image", "after-record")
     for name in stages:
         (cluster.switches / name).write_text("")
-    out = tmp_path / "killed"
-    p = batch.plan({**PARAMS, "seeds": [1, 2, 3], "output_dir": str(out), "backend": "ray", "workers": 2})
+    p = batch.plan({**params, "backend": "ray", "workers": 2, "force": True})
     summary = batch.summarize(p, batch.execute(p))
     said = capsys.readouterr().err
     assert not any((cluster.switches / name).exists() for name in stages), "a crash switch was never reached"
     assert said.count("died (") == 3
     assert (summary.made, summary.failed, summary.missing) == (6, 0, 0), summary
-    got = assert_each_item_once(p, out)
-    # The image written before the crash was adopted from its metadata, not made again.
-    assert sum(1 for r in got.values() if r.get("recovered")) == 1
+    # One ok record per item in this run, none of them a failure, each with its own new image.
+    new = runlog.read(out)[len(before):]
+    assert all(r["status"] == "ok" for r in new), "a crash left a failure record"
+    assert sorted(r["id"] for r in new) == sorted(i.id for i in p.items), "an item is missing or recorded twice"
+    old = {r["path"] for r in before}
+    assert not old & {r["path"] for r in new}
+    assert {str(f) for f in out.glob("flux_*.png")} == old | {r["path"] for r in new}  # no image without its record
+    assert not list(out.glob(".*.tmp")) and not list(out.glob(".ray_probe*"))
+    # The image written before its crash was recorded from its metadata, not made again.
+    assert sum(1 for r in new if r.get("recovered")) == 1
     assert said.count("finished by a worker that died") == 2  # one from its record, one from its image
-    assert all(r["status"] == "ok" for r in runlog.read(out)), "a crash left a failure record"
 
 
 def test_cli_batch_joins_a_running_cluster_and_the_driver_writes(cluster, tmp_path):
