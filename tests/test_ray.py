@@ -37,7 +37,7 @@ def cluster(session_env, tiny_model, tmp_path_factory):
     """One local Ray (2 CPUs) for the module. Its worker processes get switches a test
     turns on with a file: `in-render`, `after-image`, `after-record` make the first worker
     that gets there exit at once (os._exit, as a crash would); `slow` (seconds) slows
-    every image down."""
+    every image down; `fail-seed` (a seed) makes that seed's images fail."""
     switches = tmp_path_factory.mktemp("ray-switches")
 
     def install_switches():
@@ -62,6 +62,8 @@ def cluster(session_env, tiny_model, tmp_path_factory):
                 os._exit(1)
             if (switches / "slow").exists():
                 time.sleep(float((switches / "slow").read_text()))
+            if (switches / "fail-seed").exists() and args[2] == int((switches / "fail-seed").read_text()):
+                raise RuntimeError("a failure for this seed")  # render(loaded, settings, seed, embeds, ...)
             return render(*args, **kwargs)
 
         def write_new_(directory, name, data):
@@ -105,8 +107,26 @@ def assert_each_item_once(p, out: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------
-# Pool sizing and options (no cluster)
+# Set-up, pool sizing and options (no cluster)
 # ---------------------------------------------------------------------------------------
+
+def test_the_ray_extra_is_pinned_and_the_test_set_up_installs_it():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from conftest import ROOT
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        [req] = [Requirement(r) for r in tomllib.load(f)["project"]["optional-dependencies"]["ray"]]
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert req.name == "ray" and "client" in req.extras  # [client]: ray://HOST:10001 addresses
+    assert req.specifier.contains(pins["ray"]), f"ray=={pins['ray']} is outside {req}"
+    assert {"grpcio", "msgpack", "protobuf"} <= set(pins)  # what ray[client] brings, pinned too
+    assert 'EXTRA="[dev,ray]"' in (ROOT / "runpod_setup.sh").read_text()  # the README's test command runs these
+
+
 
 def test_one_worker_per_gpu_and_clear_errors_for_what_cannot_fit():
     opts = raybackend.options
@@ -242,6 +262,25 @@ def test_workers_killed_at_every_stage_and_each_item_is_done_exactly_once(cluste
     # The image written before its crash was recorded from its metadata, not made again.
     assert sum(1 for r in new if r.get("recovered")) == 1
     assert said.count("finished by a worker that died") == 2  # one from its record, one from its image
+
+
+def test_a_failing_item_is_recorded_once_and_the_batch_goes_on(cluster, tmp_path):
+    """ray_results driver: the worker sends the failure back, the driver records it."""
+    out = tmp_path / "failing"
+    (cluster.switches / "fail-seed").write_text("2")
+    try:
+        p = batch.plan({**PARAMS, "prompts": ["a fox"], "seeds": [1, 2, 3], "output_dir": str(out), "backend": "ray",
+                        "workers": 1, "ray_results": "driver"})
+        summary = batch.summarize(p, batch.execute(p))
+    finally:
+        (cluster.switches / "fail-seed").unlink()
+    assert (summary.made, summary.failed, summary.missing) == (2, 1, 0), summary
+    [failure] = summary.failures
+    assert failure["seed"] == 2 and "RuntimeError: a failure for this seed" in failure["error"]
+    records = runlog.read(out)
+    assert sorted((r["seed"], r["status"]) for r in records) == [(1, "ok"), (2, "error"), (3, "ok")]
+    with pytest.raises(batch.BatchFailed, match="seed 2"):
+        batch.check(summary)
 
 
 def test_cli_batch_joins_a_running_cluster_and_the_driver_writes(cluster, tmp_path):
