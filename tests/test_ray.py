@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,10 +25,10 @@ except ImportError:
 import numpy as np
 from PIL import Image
 
-from conftest import run_cli
 from fluxnb import batch, cli, raybackend, rayitems, runlog
 from fluxnb.errors import FluxnbError
 
+ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"model": "tiny", "size": "64x64", "steps": 2, "image_format": "png", "batch_name": "r",
           "prompts": ["a lighthouse at dusk", "a red fox in snow"], "seeds": [1, 2, 3, 4]}
 
@@ -114,8 +115,6 @@ def test_the_ray_extra_is_pinned_and_the_test_set_up_installs_it():
     import tomllib
 
     from packaging.requirements import Requirement
-
-    from conftest import ROOT
 
     with open(ROOT / "pyproject.toml", "rb") as f:
         [req] = [Requirement(r) for r in tomllib.load(f)["project"]["optional-dependencies"]["ray"]]
@@ -290,8 +289,10 @@ def test_cli_batch_joins_a_running_cluster_and_the_driver_writes(cluster, tmp_pa
     params.write_text("model: tiny\nprompts: [a fox, a lighthouse]\nseeds: [5, 6]\nsteps: 2\nsize: 64x64\n"
                       "image_format: png\nbatch_name: cli\n")
     out = tmp_path / "out"
-    r = run_cli("batch", params, "--out", out, "--backend", "ray", "--address", cluster.address, "--workers", "2",
-                "--ray-results", "driver", "--json")
+    fluxnb = Path(sys.executable).parent / "fluxnb"  # the real command: its notebook kernel joins the cluster
+    r = subprocess.run([str(fluxnb), "batch", str(params), "--out", str(out), "--backend", "ray", "--address",
+                        cluster.address, "--workers", "2", "--ray-results", "driver", "--json"],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads(r.stdout)
     assert (summary["made"], summary["failed"], summary["items"]) == (4, 0, 4)
