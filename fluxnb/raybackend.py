@@ -240,18 +240,19 @@ def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress:
             deaths += 1
             log.warning("Ray worker %s died (%s); %d item(s) go to the other workers", info.get("worker", "?"),
                         why.splitlines()[0][:200], len(lost))
-            for _, t, attempt in reversed(lost):
+            # The oldest item was being made (a worker makes one at a time); the others only waited.
+            for k, (_, t, attempt) in reversed(list(enumerate(lost))):
                 rec = recover(output_dir, t, first) if opts.ray_results == "volume" else None
                 if rec is not None:
                     finish(t, {"status": "ok", "path": rec["path"], "error": "", "worker": rec.get("worker", ""),
                                "recovered": True, "record": rec})
-                elif attempt >= MAX_ATTEMPTS:
+                elif k == 0 and attempt >= MAX_ATTEMPTS:
                     msg = f"its Ray worker died {attempt} times while making it (last: {why.splitlines()[0][:200]})"
                     record_failure(output_dir, t, "error", msg)
                     finish(t, {"status": "error", "path": None, "error": msg, "worker": "", "recovered": False})
                 else:
-                    queue.appendleft((t, attempt + 1))
-            if deaths <= 2 * n and not stop:
+                    queue.appendleft((t, attempt + 1 if k == 0 else attempt))
+            if deaths <= max(2 * n, MAX_ATTEMPTS) and not stop:  # a replacement, within bounds
                 start()
 
         while (queue and not stop) or running:
@@ -279,19 +280,20 @@ def run(tasks: list[Task], load, output_dir: str, opts: RayOptions, *, progress:
                 log.info("Ray worker %s ready (%s, model loaded in %.1f s)", info["worker"], info["device"],
                          info["load_s"])
                 continue
-            actor, t, attempt = running.pop(ref)
+            actor, t, attempt = running[ref]
             try:
                 out = ray.get(ref)
             except RayActorError as e:
-                running[ref] = (actor, t, attempt)
-                died(actor, str(e))
+                died(actor, str(e))  # takes this item and the others in flight on it
                 continue
             except RayError as e:  # the item's call failed without killing its worker
+                running.pop(ref)
                 msg = f"Ray: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
                 record_failure(output_dir, t, "error", msg)
                 finish(t, {"status": "error", "path": None, "error": msg, "worker": actors[actor]["worker"],
                            "recovered": False})
                 continue
+            running.pop(ref)
             outcome = land(output_dir, t, out, opts.ray_results)
             outcome["worker"] = actors[actor]["worker"]
             finish(t, outcome)

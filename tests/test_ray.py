@@ -38,7 +38,8 @@ def cluster(session_env, tiny_model, tmp_path_factory):
     """One local Ray (2 CPUs) for the module. Its worker processes get switches a test
     turns on with a file: `in-render`, `after-image`, `after-record` make the first worker
     that gets there exit at once (os._exit, as a crash would); `slow` (seconds) slows
-    every image down; `fail-seed` (a seed) makes that seed's images fail."""
+    every image down; `fail-seed` (a seed) makes that seed's images fail, and `crash-seed`
+    kills every worker that tries to make that seed's."""
     switches = tmp_path_factory.mktemp("ray-switches")
 
     def install_switches():
@@ -65,6 +66,8 @@ def cluster(session_env, tiny_model, tmp_path_factory):
                 time.sleep(float((switches / "slow").read_text()))
             if (switches / "fail-seed").exists() and args[2] == int((switches / "fail-seed").read_text()):
                 raise RuntimeError("a failure for this seed")  # render(loaded, settings, seed, embeds, ...)
+            if (switches / "crash-seed").exists() and args[2] == int((switches / "crash-seed").read_text()):
+                os._exit(1)
             return render(*args, **kwargs)
 
         def write_new_(directory, name, data):
@@ -203,7 +206,7 @@ def test_ray_makes_the_local_images_once_each_written_by_workers_or_driver(clust
         torch.set_num_threads(threads)
     want = assert_each_item_once(local, tmp_path / "local")
 
-    (cluster.switches / "slow").write_text("0.4")  # so both workers get items before the first runs out
+    (cluster.switches / "slow").write_text("1")  # so both workers get items, even if one loads seconds later
     try:
         for results in ("volume", "driver"):
             out = tmp_path / results
@@ -263,21 +266,26 @@ def test_workers_killed_at_every_stage_and_each_item_is_done_exactly_once(cluste
     assert said.count("finished by a worker that died") == 2  # one from its record, one from its image
 
 
-def test_a_failing_item_is_recorded_once_and_the_batch_goes_on(cluster, tmp_path):
-    """ray_results driver: the worker sends the failure back, the driver records it."""
+def test_failing_and_worker_killing_items_are_recorded_once_and_the_batch_goes_on(cluster, tmp_path, capsys):
+    """ray_results driver: seed 2 fails (the worker sends the failure back, the driver
+    records it); seed 3 kills every worker that tries it (after 3 tries it is recorded as
+    failed, and the replacement workers make the rest)."""
     out = tmp_path / "failing"
     (cluster.switches / "fail-seed").write_text("2")
+    (cluster.switches / "crash-seed").write_text("3")
     try:
-        p = batch.plan({**PARAMS, "prompts": ["a fox"], "seeds": [1, 2, 3], "output_dir": str(out), "backend": "ray",
-                        "workers": 1, "ray_results": "driver"})
+        p = batch.plan({**PARAMS, "prompts": ["a fox"], "seeds": [3, 1, 2, 4], "output_dir": str(out),
+                        "backend": "ray", "workers": 1, "ray_results": "driver"})
         summary = batch.summarize(p, batch.execute(p))
     finally:
         (cluster.switches / "fail-seed").unlink()
-    assert (summary.made, summary.failed, summary.missing) == (2, 1, 0), summary
-    [failure] = summary.failures
-    assert failure["seed"] == 2 and "RuntimeError: a failure for this seed" in failure["error"]
+        (cluster.switches / "crash-seed").unlink()
+    assert capsys.readouterr().err.count("died (") == 3
+    assert (summary.made, summary.failed, summary.missing) == (2, 2, 0), summary
+    errors = {f["seed"]: f["error"] for f in summary.failures}
+    assert "RuntimeError: a failure for this seed" in errors[2] and "died 3 times" in errors[3]
     records = runlog.read(out)
-    assert sorted((r["seed"], r["status"]) for r in records) == [(1, "ok"), (2, "error"), (3, "ok")]
+    assert sorted((r["seed"], r["status"]) for r in records) == [(1, "ok"), (2, "error"), (3, "error"), (4, "ok")]
     with pytest.raises(batch.BatchFailed, match="seed 2"):
         batch.check(summary)
 
