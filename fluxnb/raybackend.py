@@ -54,7 +54,7 @@ class RayOptions:
 
 @dataclass
 class Task:
-    """One image to make: its identity, settings (seed unset), seed and run-log extras."""
+    """One image to make: its identity, settings, seed and what its run-log record adds."""
 
     id: str
     settings: object
@@ -73,10 +73,10 @@ def options(address=None, workers=None, gpus_per_worker=None, ray_results=None) 
                           "--address 10.0.0.5:6379, or --address ray://10.0.0.5:10001; leave it out for a local Ray")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 4096):
         raise FluxnbError(f"workers {workers!r}: expected a whole number 1-4096", field="workers", value=workers)
-    if gpus_per_worker is not None and (isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float))
-                                        or not 0 < gpus_per_worker <= 16):
-        raise FluxnbError(f"gpus_per_worker {gpus_per_worker!r}: expected a number above 0 and at most 16", value=gpus_per_worker,
-                          field="gpus_per_worker", fix="1 (a GPU each), 0.5 (two workers share a GPU) or 2")
+    gpw = gpus_per_worker
+    if gpw is not None and (isinstance(gpw, bool) or not isinstance(gpw, (int, float)) or not 0 < gpw <= 16):
+        raise FluxnbError(f"gpus_per_worker {gpw!r}: expected a number above 0 and at most 16", field="gpus_per_worker",
+                          value=gpw, fix="1 (a GPU each), 0.5 (two workers share a GPU) or 2")
     if ray_results is not None and ray_results not in RESULTS:
         raise FluxnbError(f"ray_results {ray_results!r}: expected volume or driver", field="ray_results",
                           value=ray_results, fix="volume: workers write to the shared output folder; driver: "
@@ -112,7 +112,6 @@ def require_ray():
     except ImportError:
         raise FluxnbError("backend ray: Ray is not installed", field="backend", value="ray", fix=INSTALL_FIX) from None
     return ray
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,8 +174,9 @@ def size_pool(opts: RayOptions, resources: dict) -> tuple[int, dict, str]:
                               field="workers", value=n, fix=f"use at most {fit} worker(s), or fewer GPUs per worker")
         return n, {"num_gpus": per, "num_cpus": 1 if cpus >= n else 0}, f"{n} GPU worker(s), {per:g} GPU each"
     if opts.gpus_per_worker:
-        raise FluxnbError(f"gpus_per_worker {opts.gpus_per_worker:g}: the Ray cluster has no GPUs", value=opts.gpus_per_worker,
-                          field="gpus_per_worker", fix="leave it out to run CPU workers (--workers N)")
+        raise FluxnbError(f"gpus_per_worker {opts.gpus_per_worker:g}: the Ray cluster has no GPUs",
+                          field="gpus_per_worker", value=opts.gpus_per_worker,
+                          fix="leave it out to run CPU workers (--workers N)")
     n = opts.workers or 1
     if n > cpus:
         raise FluxnbError(f"workers {n}: the Ray cluster has {cpus:g} CPU(s)", field="workers", value=n,

@@ -81,8 +81,8 @@ class Worker:
             return {"status": "ok", "path": str(made.path), "record": made.record}
         t0 = time.perf_counter()
         data = output.encode(made.image, made.metadata, s.image_format, s.jpeg_quality)
-        return {"status": "ok", "record": made.record, "data": data, "name": output.file_name(task.seed, s.image_format),
-                "encode_s": time.perf_counter() - t0}
+        return {"status": "ok", "record": made.record, "data": data, "encode_s": time.perf_counter() - t0,
+                "name": output.file_name(task.seed, s.image_format)}
 
 
 # ---------------------------------------------------------------------------------------
