@@ -4,7 +4,8 @@
 #
 #   ./runpod_setup.sh             set up, fetch FLUX.1-dev (GPU + HF token), start JupyterLab
 #   ./runpod_setup.sh --no-lab    everything but starting JupyterLab
-#   ./runpod_setup.sh --dev       also install the test tools (pytest, nbval, shellcheck...)
+#   ./runpod_setup.sh --dev       also install the test tools (pytest, nbval, shellcheck...) and Ray
+#   ./runpod_setup.sh --ray       also install Ray, for --backend ray (fluxnb[ray]; README: Scale-out)
 #   ./runpod_setup.sh --tiny      use the tiny random-weight test model; download nothing
 #   ./runpod_setup.sh --model ID  fetch another hub model (default black-forest-labs/FLUX.1-dev)
 #   ./runpod_setup.sh --port N    JupyterLab's port (default 8888, the one to expose on RunPod)
@@ -27,6 +28,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DEV=0
+RAY=0
 LAB=1
 DRY=0
 FORCE_TINY=0
@@ -37,6 +39,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 while [ $# -gt 0 ]; do
   case "$1" in
     --dev) DEV=1 ;;
+    --ray) RAY=1 ;;
     --no-lab) LAB=0 ;;
     --dry-run) DRY=1 ;;
     --tiny) FORCE_TINY=1 ;;
@@ -167,15 +170,17 @@ if ! has_torch; then
 fi
 
 EXTRA=""
-[ "$DEV" = 1 ] && EXTRA="[dev]"
+KIND=base
+[ "$RAY" = 1 ] && EXTRA="[ray]" && KIND=ray
+[ "$DEV" = 1 ] && EXTRA="[dev,ray]" && KIND=dev   # the tests run the Ray backend too
 STAMP="$VENV/.fluxnb-installed"
 PIN="$VENV/.fluxnb-torch-pin.txt"
 TORCH_V=""
 [ -x "$VPY" ] && TORCH_V="$("$VPY" -c 'from importlib.metadata import version; print(version("torch"))' 2>/dev/null || true)"
 WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" 2>/dev/null | sha256sum | cut -d' ' -f1) $PY_ID torch=$TORCH_V"
 HAVE="$(cat "$STAMP" 2>/dev/null || true)"
-# Installed with [dev] covers a run without it.
-if [ "$HAVE" = "$WANT dev" ] || { [ "$DEV" = 0 ] && [ "$HAVE" = "$WANT base" ]; }; then
+# Installed with [dev] covers every run; with [ray], a run without extras.
+if [ "$HAVE" = "$WANT dev" ] || [ "$HAVE" = "$WANT $KIND" ] || { [ "$KIND" = base ] && [ "$HAVE" = "$WANT ray" ]; }; then
   say "fluxnb$EXTRA is installed and up to date in $VENV"
 else
   say "installing fluxnb$EXTRA into $VENV (pinned: constraints.txt; torch stays ${TORCH_V:-as installed})"
@@ -185,7 +190,7 @@ else
          "installing from pyproject.toml's ranges instead"
     run "$VPY" -m pip install -q -c "$PIN" -e "$ROOT$EXTRA" || die "pip could not install fluxnb (see above)"
   fi
-  if [ "$DRY" = 0 ]; then echo "$WANT $([ "$DEV" = 1 ] && echo dev || echo base)" > "$STAMP"; fi
+  if [ "$DRY" = 0 ]; then echo "$WANT $KIND" > "$STAMP"; fi
 fi
 
 # ---------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from .settings import CHOICES, PACKAGE_DIR, SECRET_NAMES, defaults, getenv, reso
 log = logging.getLogger(__name__)
 
 NOTEBOOK = PACKAGE_DIR.parent / "notebooks" / "batch.ipynb"
-BACKENDS = ("local",)  # where items run; scale-out backends register here
+BACKENDS = ("local", "ray")  # where items run: this process, or Ray workers (fluxnb.raybackend)
 # The params-file keys: (allowed types, what is expected). The notebook's parameters cell
 # names exactly these, with DEFAULTS as its values.
 PARAMS = {
@@ -57,6 +57,10 @@ PARAMS = {
     "batch_name": ((str,), "a name of letters, digits, '.', '_' or '-'"),
     "force": ((bool,), "true or false"),
     "backend": ((str,), " or ".join(BACKENDS)),
+    "address": ((str,), "auto, HOST:6379 or ray://HOST:10001 (backend ray; default: a new local Ray)"),
+    "workers": ((int,), "a whole number of Ray workers (backend ray; default: one per GPU)"),
+    "gpus_per_worker": ((int, float), "GPUs per Ray worker, e.g. 1 or 0.5 (backend ray; default 1)"),
+    "ray_results": ((str,), "volume or driver (backend ray: who writes images and records)"),
 }
 DEFAULTS = {name: None for name in PARAMS} | {
     "prompts": ["a lighthouse on a cliff at dusk, oil painting", "a red fox in fresh snow, watercolor"],
@@ -91,6 +95,7 @@ class Plan:
     force: bool = False
     backend: str = "local"
     params: dict = field(default_factory=dict)
+    ray: object = None            # raybackend.RayOptions with backend ray
 
     @property
     def output_dir(self) -> str:
@@ -269,6 +274,8 @@ def plan(params: dict | None = None, *, source: str = "params") -> Plan:
     if p["backend"] not in BACKENDS:
         raise FluxnbError(f"backend {p['backend']!r}: unknown", field="backend", value=p["backend"],
                           fix=f"use {' or '.join(BACKENDS)}")
+    from .raybackend import OPTIONS, for_backend
+    ray = for_backend(p["backend"], **{k: p[k] for k in OPTIONS})  # checked now; refused without backend ray
     if p["batch_name"] is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", p["batch_name"]):
         raise FluxnbError(f"batch_name {p['batch_name']!r}: expected {PARAMS['batch_name'][1]}", field="batch_name",
                           value=p["batch_name"], fix="e.g. batch_name: overnight-2026-05")
@@ -295,7 +302,7 @@ def plan(params: dict | None = None, *, source: str = "params") -> Plan:
     done = runlog.ok_paths(base.output_dir)
     done = {i.id: done[i.id] for i in items if i.id in done}
     return Plan(batch_id, base, prompts, enhances, seeds, items, done, force=bool(p["force"]), backend=p["backend"],
-                params=params)
+                params=params, ray=ray)
 
 
 def collect(namespace: dict) -> dict:
@@ -321,18 +328,21 @@ def preflight(p: Plan) -> None:
 # ---------------------------------------------------------------------------------------
 
 def run(params: str | os.PathLike | dict, *, out: str | os.PathLike | None = None, overrides: dict | None = None,
-        force: bool = False, kernel_name: str | None = None, notebook: str | os.PathLike | None = None,
-        echo: bool = True) -> Summary:
+        force: bool = False, backend: str | None = None, kernel_name: str | None = None,
+        notebook: str | os.PathLike | None = None, echo: bool = True, **backend_options) -> Summary:
     """Run the batch notebook on a params file (or dict) with papermill, keeping the executed
     notebook (report mode) in the output folder. Raises BatchFailed (exit 1) listing the
-    failures when any item failed; bad params raise before any kernel starts."""
+    failures when any item failed; bad params raise before any kernel starts.
+    `backend="ray"` and its options (address=, workers=, gpus_per_worker=, ray_results=)
+    are the params keys of the same names."""
     from . import batchrun, nbrun
 
     # 1. Read and check everything before a kernel starts.
     source = str(params) if not isinstance(params, dict) else "params"
     raw = dict(params) if isinstance(params, dict) else load(params)
     check_names(raw, source)
-    for key, value in (overrides or {}).items():
+    given = {k: v for k, v in {"backend": backend, **backend_options}.items() if v is not None}
+    for key, value in {**(overrides or {}), **given}.items():
         check_names({key: value}, f"-p {key}")
         raw[key] = value
     if out is not None:

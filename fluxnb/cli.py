@@ -256,7 +256,9 @@ def cmd_sweep(args) -> int:
                 print(f"  {a.name}: {', '.join(map(str, a.values))}")
             print("  fixed: " + ", ".join(f"{k} {v}" for k, v in p.fixed().items()))
         return 0
-    result = run(p, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty())
+    result = run(p, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty(),
+                 **{k: getattr(args, k) for k in ("address", "workers", "gpus_per_worker", "ray_results")},
+                 backend=args.backend or "local")
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -292,6 +294,11 @@ def cmd_batch(args) -> int:
             raise FluxnbError(f"-p {key}: given twice", field=key, fix="give each key once")
         batch.check_names({key: None}, f"-p {key}")
         overrides[key] = parse_yaml(value, f"-p {key}")
+    for key in ("backend", "address", "workers", "gpus_per_worker", "ray_results"):  # --backend ray and its options
+        if getattr(args, key) is not None:
+            if key in overrides:
+                raise FluxnbError(f"{key}: given with -p and as a flag", field=key, fix="give it once")
+            overrides[key] = getattr(args, key)
     try:
         summary = batch.run(args.params, out=args.out, overrides=overrides, force=args.force)
     except batch.BatchFailed as e:  # the summary on stdout, the failures as the error
@@ -300,6 +307,20 @@ def cmd_batch(args) -> int:
         raise
     _print_batch(summary, args.json)
     return 0
+
+
+def add_backend_flags(p: argparse.ArgumentParser) -> None:
+    """--backend and the Ray options (fluxnb batch, fluxnb sweep): the params keys of the same names."""
+    g = p.add_argument_group("where the images are made (scale-out: pip install 'fluxnb[ray]')")
+    g.add_argument("--backend", choices=["local", "ray"], help="local: this process (default); ray: Ray workers, "
+                   "one per GPU (a local Ray unless --address)")
+    g.add_argument("--address", "--ray-address", dest="address", metavar="auto|HOST:6379|ray://HOST:10001",
+                   help="join a running Ray cluster (auto: the one `ray start` made on this machine)")
+    g.add_argument("--workers", type=int, metavar="N", help="Ray workers (default: one per GPU; 1 on a CPU machine)")
+    g.add_argument("--gpus-per-worker", dest="gpus_per_worker", type=float, metavar="G",
+                   help="GPUs each Ray worker takes (default 1; 0.5 puts two workers on a GPU)")
+    g.add_argument("--ray-results", dest="ray_results", choices=["volume", "driver"],
+                   help="volume (default): workers write to the shared output folder; driver: images come back here")
 
 
 def _print_batch(summary, as_json: bool, failed: bool = False) -> None:
@@ -494,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "A1111 ranges 1-5, 1-10 (+2), 1-10 [5]; seeds also random:N.")
     p.add_argument("prompt", nargs="?", help="the prompt (optional with --prompts; {} marks where they go)")
     add_sweep_flags(p)
+    add_backend_flags(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("grid", help="a labelled grid of images already made, from the run log")
@@ -520,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one key; VALUE is YAML, e.g. -p steps 8 -p seeds '[1, 2, 3]'")
     p.add_argument("--force", action="store_true", help="redo items already made")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_backend_flags(p)
     p.set_defaults(func=cmd_batch)
 
     # ---- lab, doctor and export commands (deployment issue) ----

@@ -21,7 +21,8 @@ from .errors import FluxnbError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULTS_FILE = PACKAGE_DIR / "defaults.yaml"
-SECRET_NAMES = ("ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "JUPYTER_TOKEN", "JUPYTER_PASSWORD")
+SECRET_NAMES = ("ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "JUPYTER_TOKEN", "JUPYTER_PASSWORD",
+                "RAY_AUTH_TOKEN")
 
 
 @functools.lru_cache(maxsize=1)

@@ -409,22 +409,37 @@ def _order(names: list, rows: str | None, cols: str | None) -> list:
 def sweep(prompt: str | None = None, *, seeds=None, guidance=None, steps=None, size=None, prompts=None,
           enhance=None, out=None, yes: bool = False, rows: str | None = None, cols: str | None = None,
           settings: Settings | None = None, batch_size: int | None = None, staged: bool | None = None,
-          callbacks=(), progress: bool = True, **any_setting) -> SweepResult:
+          callbacks=(), progress: bool = True, backend: str = "local", address: str | None = None,
+          workers: int | None = None, gpus_per_worker: float | None = None, ray_results: str | None = None,
+          **any_setting) -> SweepResult:
     """Make every combination of the axes, save each cell and the labelled grid(s).
 
     Axes: `seeds`, `guidance`, `steps`, `size`, `prompts`, `enhance` and any sweepable
     setting by name (a list, or text such as "1-10 (+2)"); other settings are fixed.
     `batch_size`: cells per pipeline call (default: 4 on the CPU, where it is faster, 1 on
-    a GPU); `staged`: all denoising, then all decoding (default: under model offload)."""
+    a GPU); `staged`: all denoising, then all decoding (default: under model offload).
+    `backend="ray"`: the cells on Ray workers (address=, workers=, gpus_per_worker=,
+    ray_results=, as for `fluxnb batch`), each made as a single generate makes it."""
+    ray = dict(backend=backend, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+               ray_results=ray_results)
+    from .raybackend import for_backend
+    for_backend(**ray)  # checked before the plan draws seeds
     p = plan(prompt, seeds=seeds, guidance=guidance, steps=steps, size=size, prompts=prompts, enhance=enhance,
              out=out, rows=rows, cols=cols, yes=yes, settings=settings, **any_setting)
-    return run(p, batch_size=batch_size, staged=staged, callbacks=callbacks, progress=progress)
+    return run(p, batch_size=batch_size, staged=staged, callbacks=callbacks, progress=progress, **ray)
 
 
 def run(p: Plan, *, batch_size: int | None = None, staged: bool | None = None, callbacks=(),
-        progress: bool = True) -> SweepResult:
-    """Make the cells of a plan not yet recorded, then draw and save the grids."""
+        progress: bool = True, backend: str = "local", **ray_options) -> SweepResult:
+    """Make the cells of a plan not yet recorded, then draw and save the grids.
+    `backend="ray"` and its options: see `sweep`."""
     from . import grids, runlog, sweeprun
+    from .raybackend import for_backend, make_sweep
+
+    ray = for_backend(backend, **ray_options)
+    if ray is not None and callbacks:
+        raise FluxnbError("callbacks: not with backend ray (they would run in the workers)", field="callbacks",
+                          fix="use backend local for step callbacks")
 
     # 1. Reuse the cells an earlier (interrupted) run already made.
     done = runlog.ok_paths(p.base.output_dir)
@@ -440,7 +455,10 @@ def run(p: Plan, *, batch_size: int | None = None, staged: bool | None = None, c
     # 2. Make the rest, one pipeline (load settings) at a time.
     try:
         for _key, group in sweeprun.groups(todo, lambda c: c.settings.load):
-            sweeprun.make(p, group, bar, batch_size, staged, callbacks)
+            if ray is not None:
+                make_sweep(p, group, ray, bar)
+            else:
+                sweeprun.make(p, group, bar, batch_size, staged, callbacks)
     finally:
         if bar is not None:
             bar.close()
