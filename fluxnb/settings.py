@@ -481,21 +481,18 @@ def _strict_loader(source: str):
                 value=node.value, fix=f"quote it (\"{node.value}\") or write true/false")
         return loader.construct_yaml_bool(node)
 
-    def _int_ctor(loader, node):
-        if _SURPRISE_INT.match(node.value):
-            raise FluxnbError(
-                f"{source}: line {node.start_mark.line + 1}: {node.value!r} would be read as the number "
-                f"{loader.construct_yaml_int(node)} by YAML 1.1", value=node.value,
-                fix=f"write the number plainly or quote it (\"{node.value}\")")
-        return loader.construct_yaml_int(node)
+    def _strict_number(pattern, construct):
+        def ctor(loader, node):
+            if pattern.match(node.value):
+                raise FluxnbError(
+                    f"{source}: line {node.start_mark.line + 1}: {node.value!r} would be read as the number "
+                    f"{construct(loader, node)} by YAML 1.1", value=node.value,
+                    fix=f"write the number plainly or quote it (\"{node.value}\")")
+            return construct(loader, node)
+        return ctor
 
-    def _float_ctor(loader, node):
-        if _SURPRISE_FLOAT.match(node.value):
-            raise FluxnbError(
-                f"{source}: line {node.start_mark.line + 1}: {node.value!r} would be read as the number "
-                f"{loader.construct_yaml_float(node)} by YAML 1.1", value=node.value,
-                fix=f"write the number plainly or quote it (\"{node.value}\")")
-        return loader.construct_yaml_float(node)
+    _int_ctor = _strict_number(_SURPRISE_INT, yaml.SafeLoader.construct_yaml_int)
+    _float_ctor = _strict_number(_SURPRISE_FLOAT, yaml.SafeLoader.construct_yaml_float)
 
     StrictLoader.add_constructor("tag:yaml.org,2002:bool", _bool_ctor)
     StrictLoader.add_constructor("tag:yaml.org,2002:int", _int_ctor)
