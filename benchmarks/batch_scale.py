@@ -34,7 +34,8 @@ def median_time(fn, n=5) -> float:
 
 
 def bench_plan(tmp: Path) -> None:
-    from fluxnb import batch, runlog
+    from fluxnb import runlog
+    from fluxnb.runs.batch import params as batch
 
     print("planning (median of 5)")
     for prompts, seeds in ((100, 10), (1000, 1), (1000, 10)):
@@ -64,8 +65,8 @@ def rss_mib() -> float:
 
 
 def bench_memory(tmp: Path, n: int, size: str) -> None:
-    from fluxnb import batch
-    from fluxnb.generation import generate
+    from fluxnb.runs.batch import params as batch
+    from fluxnb.image.make import generate
 
     params = {"model": "tiny", "prompts": ["a lighthouse at dusk"], "seeds": {"start": 0, "count": n},
               "steps": 1, "size": size, "image_format": "png"}

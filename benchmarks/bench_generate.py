@@ -52,7 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def small_model(model_dir: str | None) -> Path:
-    from fluxnb.testmodel import build, cache_dir
+    from fluxnb.model.testmodel import build
+    from fluxnb.config.environment import cache_dir
 
     return build(model_dir or cache_dir() / "models" / "small-v1", "small")
 
@@ -64,7 +65,7 @@ def commands(a: argparse.Namespace, model: Path, out: Path) -> dict[str, list[st
         "generate": [str(BIN / "fluxnb"), "-q", "generate", PROMPT, *_flags(a, model, out)],
         "diffusers": [py, str(HERE / "plain_diffusers.py"), str(model), str(out / "diffusers.jpg"), PROMPT,
                       "--size", str(a.size), "--steps", str(a.steps), "--seed", str(a.seed)],
-        "generate-teardown": [py, "-c", "import sys; from fluxnb.cli import main; sys.exit(main())",
+        "generate-teardown": [py, "-c", "import sys; from fluxnb.front.cli import main; sys.exit(main())",
                               *[x for x in ("-q", "generate", PROMPT) + tuple(_flags(a, model, out))]],
         "import": [py, "-c", IMPORT_TIMER],
         "tokens": [str(BIN / "fluxnb"), "tokens", PROMPT],

@@ -5,7 +5,7 @@ The random-weight FLUX.1-dev architecture (`--scale full`: 11.9B transformer, T5
 CLIP-L, VAE) is built directly on the GPU in bf16 (fluxnb.testmodel, nothing downloaded).
 Each setting gets a freshly built pipeline prepared exactly as fluxnb's loader prepares
 one (pipeline.pick_offload, then pipeline.configure: precision, memory policy, compile)
-and makes its images through fluxnb.generation.encode/render, as `fluxnb generate` does
+and makes its images through fluxnb.image.render.encode/render, as `fluxnb generate` does
 (prompt embeddings reused between images). The baseline is a plain diffusers FluxPipeline,
 bf16, resident, called with the prompt. Rows marked `cap` run under a per-process VRAM cap
 (`torch.cuda.set_per_process_memory_fraction`, `--cap-gib`, default 24) like a 24 GB card.
@@ -108,7 +108,7 @@ def build(scale: str, device: str):
     import torch
     from diffusers import FluxPipeline
 
-    from fluxnb.testmodel import build_components
+    from fluxnb.model.testmodel import build_components
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     pipe = FluxPipeline(**build_components(scale, device=device, dtype=dtype))
@@ -118,8 +118,8 @@ def build(scale: str, device: str):
 
 def prepare(pipe, cfg: Config, device: str):
     """fluxnb's loader, steps 3-4: pick the policy, then precision, offload, compile."""
-    from fluxnb.pipeline import Loaded, configure, pick_offload
-    from fluxnb.settings import LoadSettings
+    from fluxnb.model.pipeline import Loaded, configure, pick_offload
+    from fluxnb.config.settings import LoadSettings
 
     if device == "cuda" and (cfg.cap or cfg.offload != "none"):
         pipe.to("cpu")  # where fluxnb's loader has the components before the policy applies
@@ -142,8 +142,8 @@ def make_image(target, cfg: Config, steps: int, size: int, seed: int) -> dict:
             target(PROMPT, width=size, height=size, num_inference_steps=steps, guidance_scale=3.5,
                    generator=torch.Generator("cpu").manual_seed(seed), max_sequence_length=512)
         return {"s": time.perf_counter() - t0, "compile_s": 0.0}
-    from fluxnb.generation import encode, render
-    from fluxnb.settings import resolve
+    from fluxnb.image.render import encode, render
+    from fluxnb.config.settings import resolve
 
     s = resolve(use_env=False, prompt=PROMPT, steps=steps, size=f"{size}x{size}", guidance=3.5, seed=seed,
                 max_sequence_length=512, model="black-forest-labs/FLUX.1-dev")
@@ -168,7 +168,7 @@ def setup(cfg: Config, a, device: str, row: dict):
         t0 = time.perf_counter()
         target = prepare(pipe, cfg, device)
         row.update(offload=target.offload, precision=target.precision, prepare_s=round(time.perf_counter() - t0, 2))
-        from fluxnb.generation import encode
+        from fluxnb.image.render import encode
 
         t0 = time.perf_counter()
         encode(target, PROMPT, PROMPT, 512)
@@ -322,7 +322,7 @@ def main(argv=None) -> int:
     import diffusers
     import torch
 
-    from fluxnb.pipeline import quiet_libraries
+    from fluxnb.model.runtime import quiet_libraries
 
     quiet_libraries()
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,7 +1,7 @@
 """Ray backend throughput: the same items on 1 and on N Ray workers, side by side.
 
 Each configuration starts its own local Ray and makes the same items through
-`fluxnb.raybackend.run` (the code `fluxnb batch --backend ray` runs): the workers load the
+`fluxnb.runs.ray.backend.run` (the code `fluxnb batch --backend ray` runs): the workers load the
 model once, then take items two at a time. Two figures per configuration:
 
 - steady: images per second once every worker has finished its first image (the pipeline
@@ -61,8 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def tasks_for(settings, n: int) -> list:
-    from fluxnb.generation import item_id
-    from fluxnb.raybackend import Task
+    from fluxnb.image.record import item_id
+    from fluxnb.runs.ray.backend import Task
 
     return [Task(item_id(settings, seed), settings, seed, {"benchmark": "ray"}, f"seed {seed}")
             for seed in range(1000, 1000 + n)]
@@ -94,7 +94,7 @@ def one_run(settings, n_workers: int, items: int, init: dict) -> dict:
     """Start a local Ray (`init`), make the items on `n_workers`, return the figures."""
     import ray
 
-    from fluxnb import raybackend
+    from fluxnb.runs.ray import backend as raybackend
 
     done_at, first = [], {}
 
@@ -122,7 +122,7 @@ def one_run(settings, n_workers: int, items: int, init: dict) -> dict:
 
 def local_loop(settings, items: int) -> float:
     """The local backend's way: one process, all cores, generate per item (after a warm-up)."""
-    from fluxnb.generation import generate
+    from fluxnb.image.make import generate
 
     s = settings.replace(output_dir=tempfile.mkdtemp())
     generate(settings=s, seeds=[999], progress=False, save=False, record=False)
@@ -172,8 +172,9 @@ def main(argv=None) -> None:
     a = parse_args(argv)
     import torch
 
-    from fluxnb.settings import resolve
-    from fluxnb.testmodel import build, cache_dir
+    from fluxnb.config.settings import resolve
+    from fluxnb.model.testmodel import build
+    from fluxnb.config.environment import cache_dir
 
     print(f"{date.today()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}, torch {torch.__version__}")

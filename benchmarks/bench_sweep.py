@@ -90,7 +90,7 @@ def measure(label: str, settings, size: int, steps: int, runs: int) -> dict:
     import torch
 
     import fluxnb
-    from fluxnb.pipeline import get_pipeline
+    from fluxnb.model.pipeline import get_pipeline
 
     loaded = get_pipeline(settings.load)
     pipe = loaded.pipe
@@ -124,8 +124,9 @@ def measure(label: str, settings, size: int, steps: int, runs: int) -> dict:
 def cpu_part(a) -> dict:
     import torch
 
-    from fluxnb.settings import resolve
-    from fluxnb.testmodel import build, cache_dir
+    from fluxnb.config.settings import resolve
+    from fluxnb.model.testmodel import build
+    from fluxnb.config.environment import cache_dir
 
     model = build(cache_dir() / "models" / "small-v1", "small")
     s = resolve(model=str(model), device="cpu", steps=a.steps, size=f"{a.size}x{a.size}", image_format="png")
@@ -136,9 +137,10 @@ def cpu_part(a) -> dict:
 def gpu_part(a) -> dict:
     import torch
 
-    from fluxnb import pipeline
-    from fluxnb.settings import resolve
-    from fluxnb.testmodel import build, cache_dir
+    from fluxnb.model import pipeline
+    from fluxnb.config.settings import resolve
+    from fluxnb.model.testmodel import build
+    from fluxnb.config.environment import cache_dir
 
     pipeline.unload()
     gc.collect()
@@ -157,7 +159,7 @@ def gpu_part(a) -> dict:
 def main(argv=None) -> int:
     import torch
 
-    from fluxnb.pipeline import quiet_libraries
+    from fluxnb.model.runtime import quiet_libraries
 
     a = parse_args(argv)
     quiet_libraries()

@@ -10,9 +10,8 @@ import logging
 import os
 import sys
 from datetime import datetime
-from pathlib import Path
 
-from .settings import SECRET_NAMES, getenv
+from .config.environment import SECRET_NAMES, getenv, log_dir
 
 _COLOURS = {"DEBUG": "\033[2m", "INFO": "", "WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[1;31m"}
 
@@ -53,13 +52,6 @@ class _ConsoleFormatter(logging.Formatter):
         if self.colour:
             text = f"{_COLOURS.get(record.levelname, '')}{text}\033[0m"
         return text
-
-
-def log_dir() -> Path:
-    explicit = getenv("FLUXNB_LOG_DIR")
-    if explicit:
-        return Path(explicit)
-    return Path("/workspace/logs") if os.environ.get("RUNPOD_POD_ID") else Path("logs")
 
 
 def setup(level: int = logging.INFO, *, file: bool = True, stream=None) -> None:

@@ -53,7 +53,7 @@ def _isolated(session_env, tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model(session_env):
     """The tiny model's folder, built once per session."""
-    from fluxnb.testmodel import ensure_tiny
+    from fluxnb.model.testmodel import ensure_tiny
 
     return ensure_tiny()
 

@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from fluxnb import analysis, runlog  # noqa: E402
+from fluxnb import runlog
+from fluxnb.front import analysis  # noqa: E402
 from fluxnb.errors import FluxnbError  # noqa: E402
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from support import BIN, ROOT
-from fluxnb import batch, batchrun, cli, runlog
+from fluxnb import runlog
+from fluxnb import batch
+from fluxnb.front import cli
 from fluxnb.errors import FluxnbError
 
 NOTEBOOK = ROOT / "notebooks" / "batch.ipynb"
@@ -143,7 +145,7 @@ def test_bad_params_are_refused_with_the_key_value_and_fix(tmp_path, capsys, tex
 
 
 def test_strict_yaml_keeps_meaning_or_refuses():
-    from fluxnb.settings import parse_yaml
+    from fluxnb.config.params import parse_yaml
 
     assert parse_yaml("a: 2024-05-01\nb: 3.5\nc: '012'") == {"a": "2024-05-01", "b": 3.5, "c": "012"}
     for text, shown in (("g: 1:20.5", "80.5"), ("g: 1_0.5", "10.5"), ("s: 1_000", "1000"), ("e: off", "boolean")):
@@ -171,8 +173,9 @@ def test_secrets_never_become_parameters(tmp_path, capsys, monkeypatch):
 def test_failures_are_recorded_and_the_batch_goes_on(tmp_path, monkeypatch):
     """execute() with a fake generate: an unexpected error is recorded (scrubbed) and the
     batch goes on; a full disk stops it; check() lists what failed or was not made."""
-    import fluxnb.generation
-    import fluxnb.pipeline
+    import fluxnb.image.make
+    import fluxnb.image.record
+    import fluxnb.model.pipeline
 
     monkeypatch.setenv("HF_TOKEN", SENTINELS["HF_TOKEN"])
     out = tmp_path / "o"
@@ -183,7 +186,7 @@ def test_failures_are_recorded_and_the_batch_goes_on(tmp_path, monkeypatch):
     def fake_generate(*, settings, seeds, extra, **kw):
         seed = seeds[0]
         calls.append(seed)
-        rec = {**fluxnb.generation.base_record(settings, seed), **extra}
+        rec = {**fluxnb.image.record.base_record(settings, seed), **extra}
         if seed == 2:
             raise ValueError(f"exploded with token {SENTINELS['HF_TOKEN']}")
         if seed == 4:
@@ -193,8 +196,8 @@ def test_failures_are_recorded_and_the_batch_goes_on(tmp_path, monkeypatch):
         runlog.append(out, {**rec, "status": "ok", "path": str(out / f"{seed}.png"), "elapsed_s": 0.5})
         return [type("R", (), {"record": rec, "path": out / f"{seed}.png"})()]
 
-    monkeypatch.setattr(fluxnb.generation, "generate", fake_generate)
-    monkeypatch.setattr(fluxnb.pipeline, "get_pipeline", lambda key: None)
+    monkeypatch.setattr(fluxnb.image.make, "generate", fake_generate)
+    monkeypatch.setattr(fluxnb.model.pipeline, "get_pipeline", lambda key: None)
     started = batch.execute(p)
     assert calls == [1, 2, 3, 4]  # 5 never started: the disk is full
     s = batch.summarize(p, started)
@@ -221,13 +224,13 @@ def test_one_run_of_a_batch_at_a_time(tmp_path):
 def test_contact_sheet_labels_made_and_failed_items(tmp_path):
     from PIL import Image
 
-    from fluxnb.output import write_new
+    from fluxnb.outputs.files import write_new
 
     out = tmp_path / "o"
     p = batch.plan({"model": "tiny", "prompts": ["a"], "seeds": [1, 2], "output_dir": str(out)})
     img = write_new(out, "a.png", _png(Image.new("RGB", (64, 64), (255, 0, 0))))
     runlog.append(out, {"id": p.items[0].id, "status": "ok", "path": str(img)})
-    summary = batch.summarize(p, batchrun.now())
+    summary = batch.summarize(p, batch.now())
     summary.failures = [{"id": p.items[1].id, "status": "black"}]
     sheet = batch.contact_sheet(p, summary)
     with Image.open(sheet.path) as im:

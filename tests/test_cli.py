@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from fluxnb import runlog
-from fluxnb.cli import main
+from fluxnb.front.cli import main
 
 from support import run_cli
 
@@ -133,8 +133,8 @@ def test_model_build_and_load_with_diffusers(tmp_path, capsys):
 
 
 def test_import_and_help_do_not_load_torch():
-    code = ("import sys, fluxnb, fluxnb.cli\n"
-            "try:\n    fluxnb.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys, fluxnb, fluxnb.front.cli\n"
+            "try:\n    fluxnb.front.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
             "bad = [m for m in ('torch', 'diffusers', 'transformers', 'anthropic') if m in sys.modules]\n"
             "print(bad)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

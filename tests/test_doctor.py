@@ -15,7 +15,7 @@ NAMES = ["python", "gpu", "torch", "diffusers", "transformers", "offload", "hf_t
 
 
 def _doctor(capsys, *args) -> tuple[int, str]:
-    from fluxnb import cli
+    from fluxnb.front import cli
 
     code = cli.main(["doctor", *args])
     return code, capsys.readouterr().out
@@ -68,7 +68,7 @@ def test_doctor_names_every_fix_for_flux_dev_without_token_gpu_or_model(monkeypa
 
 
 def test_doctor_sees_a_fetched_model_and_low_disk(monkeypatch, capsys, tmp_path):
-    from fluxnb import doctor
+    from fluxnb.front import doctor
 
     snap = tmp_path / "snap"
     (snap / "vae").mkdir(parents=True)
@@ -109,7 +109,7 @@ def test_doctor_flags_a_readable_config_env_with_keys(monkeypatch, capsys, tmp_p
 
 
 def test_a_broken_check_is_a_row_not_a_crash(monkeypatch, capsys):
-    from fluxnb import doctor
+    from fluxnb.front import doctor
 
     def boom(s):
         raise RuntimeError("no nvml")

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fluxnb import enhancer, local_enhancer, tokens
-from fluxnb.cli import main
+from fluxnb.prompt import enhancer, local_enhancer, tokens
+from fluxnb.front.cli import main
 from fluxnb.errors import FluxnbError, RuntimeFailure
 
-SYSTEM_FILE = Path(enhancer.__file__).parent / "prompts" / "claude_system.txt"
+SYSTEM_FILE = Path(enhancer.__file__).parent / "data" / "claude_system.txt"
 ANSWER = ("A red fox curled in fresh snow at the edge of a birch forest, frost on its whiskers, low winter sun "
           "raking across the drifts, shallow depth of field, 85mm lens, muted blues and warm orange fur")
 
@@ -123,7 +123,7 @@ def all_text_under(folder) -> str:
 def test_default_model_is_current():
     from anthropic._data.deprecated_models import DEPRECATED_MODELS
 
-    from fluxnb.settings import defaults, resolve
+    from fluxnb.config.settings import defaults, resolve
 
     model = defaults()["settings"]["enhance_model"]
     assert model and model not in DEPRECATED_MODELS
@@ -460,7 +460,7 @@ def test_cli_enhance_failure_is_one_line_and_secret(claude, key, capsys, monkeyp
 
 def test_generate_enhance_local_end_to_end(tiny_model, outdir, capsys):
     from fluxnb import runlog
-    from fluxnb.output import read_metadata
+    from fluxnb.outputs.metadata import read_metadata
 
     prompt = "a lighthouse on a cliff"
     assert main(["generate", prompt, "--enhance", "local", "--model", "tiny", "--seed", "11", "--steps", "1",

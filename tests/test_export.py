@@ -41,7 +41,7 @@ def _names(path) -> list[str]:
 
 
 def test_export_zips_images_log_and_grids(run_dir, capsys):
-    from fluxnb import cli
+    from fluxnb.front import cli
 
     outdir, made = run_dir
     target = outdir.parent / "run.zip"
@@ -67,7 +67,7 @@ def test_export_zips_images_log_and_grids(run_dir, capsys):
 
 
 def test_export_since_keeps_only_the_window(run_dir):
-    from fluxnb.export import export_run
+    from fluxnb.front.export import export_run
 
     outdir, made = run_dir
     res = export_run(outdir, since="1d")
@@ -83,7 +83,7 @@ def test_export_since_keeps_only_the_window(run_dir):
 
 def test_parse_since_formats_and_errors():
     from fluxnb.errors import FluxnbError
-    from fluxnb.export import parse_since
+    from fluxnb.front.export import parse_since
 
     now = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
     assert parse_since("90m", now=now) == now - timedelta(minutes=90)
@@ -99,7 +99,7 @@ def test_parse_since_formats_and_errors():
 
 
 def test_export_errors_leave_no_file(run_dir, tmp_path, capsys, monkeypatch):
-    from fluxnb import cli, export
+    from fluxnb.front import cli, export
 
     outdir, _ = run_dir
     empty = tmp_path / "empty"

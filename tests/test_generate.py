@@ -12,8 +12,9 @@ from PIL import Image
 import fluxnb
 from fluxnb import runlog
 from fluxnb.errors import FluxnbError
-from fluxnb.generation import generate, item_id
-from fluxnb.output import parse_infotext, read_metadata, read_settings
+from fluxnb.image.make import generate
+from fluxnb.image.record import item_id
+from fluxnb.outputs.metadata import parse_infotext, read_metadata, read_settings
 
 TINY = dict(model="tiny", steps=2, size="64x64")
 
@@ -62,7 +63,7 @@ def test_random_seed_is_drawn_and_recorded(tiny_model, outdir):
 
 
 def test_pipeline_is_loaded_once(tiny_model):
-    from fluxnb.pipeline import current
+    from fluxnb.model.pipeline import current
 
     generate("a", seed=1, save=False, record=False, **TINY)
     first = current()
@@ -100,7 +101,7 @@ def test_jpeg_metadata_in_exif_usercomment_readable_by_piexif(tiny_model, outdir
 
 
 def test_values_with_commas_are_json_quoted():
-    from fluxnb.output import infotext
+    from fluxnb.outputs.metadata import infotext
 
     meta = {"t5_prompt": "p", "steps": 2, "guidance": 3.5, "seed": 1, "width": 64, "height": 64,
             "model_name": "my, model: v2", "fluxnb_version": "0"}
@@ -146,9 +147,9 @@ def test_hd_is_rendered_at_1088_and_cropped_to_1080(tiny_model, outdir):
 
 
 def test_vae_tiling_turns_on_above_2mp_only(tiny_model):
-    from fluxnb.generation import configure_tiling
-    from fluxnb.pipeline import get_pipeline
-    from fluxnb.settings import resolve
+    from fluxnb.image.render import configure_tiling
+    from fluxnb.model.pipeline import get_pipeline
+    from fluxnb.config.settings import resolve
 
     s = resolve(model="tiny", size="4k")
     loaded = get_pipeline(s.load)
@@ -180,7 +181,7 @@ def test_black_image_is_recorded_and_raised(tiny_model, outdir):
 def test_out_of_memory_names_the_offload_that_fits(tiny_model, outdir, monkeypatch):
     import torch
 
-    from fluxnb import pipeline
+    from fluxnb.model import pipeline
 
     loaded = pipeline.get_pipeline(fluxnb.resolve(**TINY).load)
 
@@ -195,9 +196,9 @@ def test_out_of_memory_names_the_offload_that_fits(tiny_model, outdir, monkeypat
 
 
 def test_no_room_on_disk_leaves_no_file(tiny_model, outdir, monkeypatch):
-    from fluxnb import output
+    from fluxnb.outputs import files
 
-    monkeypatch.setattr(output, "_free_bytes", lambda d: 1024)
+    monkeypatch.setattr(files, "_free_bytes", lambda d: 1024)
     with pytest.raises(FluxnbError, match="no room on disk"):
         generate("x", seed=1, output_dir=outdir, **TINY)
     assert [p.name for p in outdir.iterdir()] == ["runlog.jsonl"]
@@ -212,7 +213,7 @@ def test_blank_prompt_is_refused_before_anything_runs(outdir):
 
 
 def test_files_never_overwrite(tmp_path):
-    from fluxnb.output import write_new
+    from fluxnb.outputs.files import write_new
 
     a = write_new(tmp_path, "flux_1.png", b"one")
     b = write_new(tmp_path, "flux_1.png", b"two")

@@ -146,7 +146,7 @@ def test_lab_again_finds_the_running_one_and_reports_status(lab_server, capsys):
     other = run_cli(*lab_server["args"], env={**lab_server["env"], "JUPYTER_TOKEN": "another-token-1234567890"})
     assert other.returncode == 2 and "another token" in other.stderr and "another-token" not in other.stderr
     # doctor's row sees it, and an export says where to download the zip in it.
-    from fluxnb import cli, doctor
+    from fluxnb.front import cli, doctor
 
     run = tmp_path / "outputs"
     run.mkdir()
@@ -200,7 +200,7 @@ def lab_env(tmp_path, monkeypatch):
 
 
 def test_empty_token_is_refused(lab_env, monkeypatch, capsys):
-    from fluxnb import cli
+    from fluxnb.front import cli
 
     monkeypatch.setenv("JUPYTER_TOKEN", "  ")
     assert cli.main(["lab", "--port", str(_free_port()), "--no-browser"]) == 2
@@ -209,7 +209,7 @@ def test_empty_token_is_refused(lab_env, monkeypatch, capsys):
 
 
 def test_token_sources(lab_env, monkeypatch):
-    from fluxnb import lab
+    from fluxnb.front import lab
 
     # Generated once, kept 0600, shown once.
     t1 = lab.resolve_token()
@@ -232,7 +232,7 @@ def test_token_sources(lab_env, monkeypatch):
 
 
 def test_port_in_use_is_a_clear_error(lab_env, monkeypatch):
-    from fluxnb import lab
+    from fluxnb.front import lab
     from fluxnb.errors import FluxnbError
 
     monkeypatch.setenv("JUPYTER_TOKEN", TOKEN)
@@ -247,7 +247,7 @@ def test_port_in_use_is_a_clear_error(lab_env, monkeypatch):
 
 
 def test_command_line_holds_no_token_and_keeps_checks(lab_env, monkeypatch):
-    from fluxnb import lab
+    from fluxnb.front import lab
 
     monkeypatch.setenv("RUNPOD_POD_ID", "pod42")
     cmd = lab.server_command("0.0.0.0", 8888, Path("/workspace"), "fluxnb/notebooks", False)

@@ -62,7 +62,7 @@ def pixels(pipe, seed=5):
     (2.0, "bf16", ("sequential", "bf16")),      # nothing fits: the least memory
 ])
 def test_pick_offload_auto_follows_the_table(free, precision, want):
-    from fluxnb.pipeline import pick_offload
+    from fluxnb.model.pipeline import pick_offload
 
     offload, chosen, note = pick_offload("auto", "cuda", precision, free_gib=free)
     assert (offload, chosen) == want
@@ -70,7 +70,7 @@ def test_pick_offload_auto_follows_the_table(free, precision, want):
 
 
 def test_pick_offload_24gb_card_fits_the_goal_and_says_why():
-    from fluxnb.pipeline import offload_table, pick_offload
+    from fluxnb.model.pipeline import offload_table, pick_offload
 
     offload, precision, note = pick_offload("auto", "cuda", "bf16", free_gib=23.3)
     row = next(r for r in offload_table() if (r["offload"], r["precision"]) == (offload, precision))
@@ -80,7 +80,7 @@ def test_pick_offload_24gb_card_fits_the_goal_and_says_why():
 
 
 def test_pick_offload_reads_free_vram_when_not_given(monkeypatch):
-    from fluxnb import pipeline
+    from fluxnb.model import pipeline
 
     monkeypatch.setattr(pipeline, "free_vram_gib", lambda: 20.0)
     assert pipeline.pick_offload("auto", "cuda", "bf16")[:2] == ("encoders", "fp8")
@@ -89,7 +89,7 @@ def test_pick_offload_reads_free_vram_when_not_given(monkeypatch):
 
 
 def test_pick_offload_explicit_and_cpu():
-    from fluxnb.pipeline import pick_offload
+    from fluxnb.model.pipeline import pick_offload
 
     assert pick_offload("group", "cuda", "fp8") == ("group", "fp8", "")
     assert pick_offload("auto", "cpu", "fp8") == ("none", "fp8", "")
@@ -98,7 +98,7 @@ def test_pick_offload_explicit_and_cpu():
 
 
 def test_pick_offload_takes_the_fastest_fitting_row_not_the_first(monkeypatch):
-    from fluxnb import pipeline
+    from fluxnb.model import pipeline
 
     table = {"offload_auto_margin_gib": 0.5, "offload_auto": [
         {"offload": "model", "precision": "bf16", "peak_gib": 5, "s_per_image": 20},
@@ -111,8 +111,8 @@ def test_pick_offload_takes_the_fastest_fitting_row_not_the_first(monkeypatch):
 
 
 def test_offload_table_is_well_formed():
-    from fluxnb.pipeline import offload_table
-    from fluxnb.settings import CHOICES, defaults
+    from fluxnb.model.pipeline import offload_table
+    from fluxnb.config.settings import CHOICES, defaults
 
     rows = offload_table()
     assert rows and defaults()["offload_auto_margin_gib"] > 0
@@ -127,7 +127,7 @@ def test_offload_table_is_well_formed():
 def test_free_vram_respects_a_per_process_cap(monkeypatch):
     import torch
 
-    from fluxnb.pipeline import free_vram_gib
+    from fluxnb.model.pipeline import free_vram_gib
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (70 * 2**30, 80 * 2**30))
@@ -139,8 +139,8 @@ def test_free_vram_respects_a_per_process_cap(monkeypatch):
 
 
 def test_oom_error_names_a_policy_that_needs_less():
-    from fluxnb.pipeline import oom_error
-    from fluxnb.settings import LoadSettings
+    from fluxnb.model.pipeline import oom_error
+    from fluxnb.config.settings import LoadSettings
 
     err = oom_error(LoadSettings("m", "none", "bf16", False, "cuda"), "none")
     assert "--offload encoders" in err.fix and err.status == "oom"
@@ -151,11 +151,11 @@ def test_oom_error_names_a_policy_that_needs_less():
 # ---------------------------------------------------------------------------------------
 
 def test_encoders_policy_streams_only_the_text_encoders(tiny_pipe):
-    from fluxnb.pipeline import apply_offload
+    from fluxnb.model.pipeline import apply_offload
 
     before = pixels(tiny_pipe)
     apply_offload(tiny_pipe, "encoders", "cpu")
-    from fluxnb.perf import _has_hooks as hooked
+    from fluxnb.model.perf import _has_hooks as hooked
 
     assert hooked(tiny_pipe.text_encoder) and hooked(tiny_pipe.text_encoder_2)
     assert not hooked(tiny_pipe.transformer) and not hooked(tiny_pipe.vae)
@@ -164,7 +164,7 @@ def test_encoders_policy_streams_only_the_text_encoders(tiny_pipe):
 
 def test_unknown_offload_is_refused(tiny_pipe):
     from fluxnb.errors import FluxnbError
-    from fluxnb.pipeline import apply_offload
+    from fluxnb.model.pipeline import apply_offload
 
     with pytest.raises(FluxnbError, match="offload 'fast'"):
         apply_offload(tiny_pipe, "fast", "cpu")
@@ -173,7 +173,7 @@ def test_unknown_offload_is_refused(tiny_pipe):
 def test_fp8_stores_transformer_weights_in_float8_and_still_draws(tiny_model, outdir):
     import torch
 
-    from fluxnb.pipeline import current
+    from fluxnb.model.pipeline import current
 
     [img] = gen(precision="fp8", output_dir=str(outdir))
     loaded = current()
@@ -191,7 +191,7 @@ def test_fp8_stores_transformer_weights_in_float8_and_still_draws(tiny_model, ou
 
 
 def test_fp8_fast_without_cuda_is_a_clear_error(tiny_model, outdir, capsys):
-    from fluxnb.cli import main
+    from fluxnb.front.cli import main
 
     rc = main(["generate", "a fox", "--model", "tiny", "--precision", "fp8-fast", "--seed", "1", "--steps", "1",
                "--out", str(outdir)])
@@ -203,7 +203,7 @@ def test_fp8_fast_without_cuda_is_a_clear_error(tiny_model, outdir, capsys):
 
 def test_fp8_fast_quantizes_the_transformer_with_torchao(monkeypatch, tiny_pipe):
     """The torchao call itself (it needs an Ada/Hopper GPU), with a stand-in module."""
-    from fluxnb import perf
+    from fluxnb.model import perf
 
     calls = []
     fake = types.ModuleType("torchao.quantization")
@@ -223,7 +223,7 @@ def test_fp8_fast_quantizes_the_transformer_with_torchao(monkeypatch, tiny_pipe)
 def test_fp8_fast_problem_names_the_gpu_requirement(monkeypatch):
     import torch
 
-    from fluxnb.perf import fp8_fast_problem
+    from fluxnb.model.perf import fp8_fast_problem
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))   # A100
@@ -237,7 +237,7 @@ def test_fp8_fast_problem_names_the_gpu_requirement(monkeypatch):
 def test_apply_compile_wraps_every_repeated_block(tiny_pipe, monkeypatch):
     import torch
 
-    from fluxnb.perf import apply_compile, compiled_blocks
+    from fluxnb.model.perf import apply_compile, compiled_blocks
 
     seen = []
     original = torch.nn.Module.compile
@@ -252,7 +252,7 @@ def test_apply_compile_wraps_every_repeated_block(tiny_pipe, monkeypatch):
 def test_apply_compile_drops_fullgraph_over_fp8_hooks(tiny_pipe, monkeypatch):
     import torch
 
-    from fluxnb.perf import apply_compile, apply_fp8
+    from fluxnb.model.perf import apply_compile, apply_fp8
 
     seen = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append(kw))
@@ -264,7 +264,7 @@ def test_apply_compile_drops_fullgraph_over_fp8_hooks(tiny_pipe, monkeypatch):
 @pytest.mark.parametrize("steps, want", [([10.0, 1.0, 1.0, 1.0], 9.0), ([5.0, 1.0], 4.0), ([1.0, 1.0, 1.0], 0.0),
                                          ([3.0], None), ([8.0, 1.2, 1.0, 1.1, 1.0], 6.9)])
 def test_compile_seconds(steps, want):
-    from fluxnb.perf import compile_seconds
+    from fluxnb.model.perf import compile_seconds
 
     got = compile_seconds(steps)
     assert got == (None if want is None else pytest.approx(want, abs=0.11))
@@ -274,8 +274,9 @@ def test_compile_s_is_recorded_apart_for_the_first_image_at_a_size(tiny_model, o
     """compile=True with the compile itself stubbed: a slow first step stands in for it."""
     import time
 
-    from fluxnb import perf, runlog
-    from fluxnb.pipeline import current
+    from fluxnb import runlog
+    from fluxnb.model import perf
+    from fluxnb.model.pipeline import current
 
     monkeypatch.setattr(perf, "apply_compile", lambda pipe, **kw: 0)
     first = {"left": 1}
@@ -315,7 +316,8 @@ def test_real_compile_on_the_cpu(tiny_model, outdir):
 # ---------------------------------------------------------------------------------------
 
 def test_cli_flags_reach_the_settings():
-    from fluxnb.cli import build_parser, settings_from_args
+    from fluxnb.front.cli import build_parser
+    from fluxnb.front.commands import settings_from_args
 
     args = build_parser().parse_args(["generate", "x", "--precision", "fp8-fast", "--compile", "--offload", "encoders"])
     s = settings_from_args(args, prompt="x")
@@ -330,7 +332,8 @@ def test_cli_flags_reach_the_settings():
 
 def test_precision_and_compile_from_params_env_and_call(tmp_path, monkeypatch):
     from fluxnb.errors import FluxnbError
-    from fluxnb.settings import load_params, resolve
+    from fluxnb.config.params import load_params
+    from fluxnb.config.settings import resolve
 
     p = tmp_path / "p.yaml"
     p.write_text("precision: fp8\ncompile: true\noffload: encoders\n")
@@ -344,7 +347,7 @@ def test_precision_and_compile_from_params_env_and_call(tmp_path, monkeypatch):
 
 
 def test_config_shows_where_precision_came_from(capsys):
-    from fluxnb.cli import main
+    from fluxnb.front.cli import main
 
     assert main(["config", "--precision", "fp8", "--compile", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)["settings"]

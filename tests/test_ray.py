@@ -1,4 +1,4 @@
-"""The Ray backend (fluxnb.raybackend) on a local Ray cluster on the CPU with 2 workers and
+"""The Ray backend (fluxnb.runs.ray.backend) on a local Ray cluster on the CPU with 2 workers and
 the tiny model: the local backend's images, each item once, workers killed part-way at
 each stage, the CLI joining a running cluster, and pool sizing."""
 
@@ -25,7 +25,10 @@ except ImportError:
 import numpy as np
 from PIL import Image
 
-from fluxnb import batch, cli, raybackend, rayitems, runlog
+from fluxnb import runlog
+from fluxnb import batch
+from fluxnb.front import cli
+from fluxnb.runs.ray import backend as raybackend, items as rayitems
 from fluxnb.errors import FluxnbError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +49,9 @@ def cluster(session_env, tiny_model, tmp_path_factory):
         import os
         import time
 
-        import fluxnb.generation as generation
-        import fluxnb.output as output
-        import fluxnb.runlog as runlog
+        import fluxnb.image.make as generation
+        import fluxnb.outputs.metadata as output
+        from fluxnb import runlog
 
         def claim(name):
             try:
@@ -350,7 +353,7 @@ def test_sweep_on_ray_gives_the_local_grid_cells(cluster, tmp_path, capsys):
 
 def test_a_worker_that_cannot_see_the_output_folder_says_so(cluster, tmp_path):
     """ray_results volume on nodes without the shared folder: the worker refuses, naming the fix."""
-    from fluxnb.settings import resolve
+    from fluxnb.config.settings import resolve
 
     w = rayitems.Worker(resolve(model="tiny").load, str(tmp_path), ".ray_probe_from_another_machine")
     info = w.ready()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fluxnb.errors import FluxnbError
-from fluxnb.settings import load_params, parse_size, resolve
+from fluxnb.config.params import load_params
+from fluxnb.config.settings import parse_size, resolve
 
 
 @pytest.mark.parametrize("preset,steps", [("fast", 4), ("balanced", 20), ("quality", 50), ("37", 37)])

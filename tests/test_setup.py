@@ -304,7 +304,7 @@ def test_fetch_removes_a_file_that_fails_verification(hub, tmp_path):
 
 
 def test_fetch_tiny_and_bad_ids(tmp_path, tiny_model):
-    from fluxnb import cli
+    from fluxnb.front import cli
 
     assert cli.main(["model", "fetch", "tiny"]) == 0
     assert cli.main(["model", "fetch", "not a model id"]) == 2

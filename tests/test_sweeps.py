@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import fluxnb
-from fluxnb import runlog, sweeps
+from fluxnb import runlog
+from fluxnb.runs import sweep as sweeps
 from fluxnb.errors import FluxnbError
-from fluxnb.output import read_metadata
-from fluxnb.settings import resolve
+from fluxnb.outputs.metadata import read_metadata
+from fluxnb.config.settings import resolve
 
 FAST = {"model": "tiny", "steps": 2, "image_format": "png"}
 
@@ -200,8 +201,8 @@ def test_grid_layout_cells_and_labels(made):
 
 def test_cells_equal_generate_batched_and_single(made, tiny_model, tmp_path, capsys):
     _out, r = made
-    from fluxnb.cli import main
-    from fluxnb.generation import generate
+    from fluxnb.front.cli import main
+    from fluxnb.image.make import generate
 
     for c in r.cells:  # made 2 per pipeline call (CPU default): within 2/255 of a single generate
         [g] = generate(settings=c.settings, save=False, record=False, progress=False)
@@ -216,7 +217,7 @@ def test_cells_equal_generate_batched_and_single(made, tiny_model, tmp_path, cap
 
 def test_staged_denoises_everything_before_decoding(tiny_model, outdir, made, monkeypatch):
     _out, r = made
-    from fluxnb.pipeline import get_pipeline
+    from fluxnb.model.pipeline import get_pipeline
 
     loaded = get_pipeline(r.cells[0].settings.load)
     order, offloads = [], []
@@ -239,7 +240,7 @@ def test_staged_denoises_everything_before_decoding(tiny_model, outdir, made, mo
 
 
 def test_each_prompt_is_encoded_once(tiny_model, outdir, monkeypatch):
-    from fluxnb.pipeline import get_pipeline
+    from fluxnb.model.pipeline import get_pipeline
 
     loaded = get_pipeline(resolve(**FAST).load)
     loaded.embeds.clear()
@@ -265,8 +266,8 @@ def test_sizes_differ_and_smaller_cells_are_centred(tiny_model, outdir):
 
 
 def test_enhanced_vs_raw_enhances_once_per_backend(tiny_model, outdir, monkeypatch):
-    from fluxnb import enhancer
-    from fluxnb.generation import generate
+    from fluxnb.prompt import enhancer
+    from fluxnb.image.make import generate
 
     calls = []
 
@@ -315,7 +316,7 @@ def test_an_interrupted_sweep_rerun_reuses_the_recorded_cells(tiny_model, outdir
 
 
 def test_a_cell_made_by_generate_is_reused_and_recorded_for_the_sweep(tiny_model, outdir):
-    from fluxnb.generation import generate
+    from fluxnb.image.make import generate
 
     [g] = generate("a fox", seed=2, guidance=3.5, output_dir=str(outdir), progress=False, **FAST)
     r = fluxnb.sweep("a fox", seeds=np.array([1, 2]), guidance=np.array([1.5, 3.5]), out=outdir, progress=False,
@@ -333,7 +334,7 @@ def test_a_cell_made_by_generate_is_reused_and_recorded_for_the_sweep(tiny_model
 
 def test_grid_from_the_run_log_with_where(made, tmp_path):
     out, r = made
-    from fluxnb.generation import generate
+    from fluxnb.image.make import generate
 
     generate("a red fox", seed=11, guidance=1.5, steps=1, model="tiny", size="64x64", image_format="png",
              output_dir=str(out), progress=False)
@@ -363,7 +364,7 @@ def test_grid_from_the_run_log_with_where(made, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 def test_cli_sweep_json_and_grid(tiny_model, outdir, capsys):
-    from fluxnb.cli import main
+    from fluxnb.front.cli import main
 
     rc = main(["sweep", "a fox", "--model", "tiny", "--seeds", "1-2", "--guidance", "1.5,3.5", "--steps", "2",
                "--format", "png", "--batch-size", "1", "--out", str(outdir), "--json"])
@@ -382,7 +383,7 @@ def test_cli_sweep_json_and_grid(tiny_model, outdir, capsys):
 
 
 def test_grid_finds_images_recorded_with_a_relative_folder(tiny_model, tmp_path, monkeypatch, capsys):
-    from fluxnb.cli import main
+    from fluxnb.front.cli import main
 
     (tmp_path / "a").mkdir()
     monkeypatch.chdir(tmp_path / "a")
@@ -401,7 +402,7 @@ def test_grid_finds_images_recorded_with_a_relative_folder(tiny_model, tmp_path,
     (["--enhance", "none,psychic"], "unknown value"),
 ])
 def test_cli_bad_input_exits_nonzero_and_makes_nothing(args, words, outdir, capsys):
-    from fluxnb.cli import main
+    from fluxnb.front.cli import main
 
     assert main(["sweep", "a fox", "--model", "tiny", "--out", str(outdir), *args]) == 2
     assert words in capsys.readouterr().err and not outdir.exists()
@@ -409,7 +410,7 @@ def test_cli_bad_input_exits_nonzero_and_makes_nothing(args, words, outdir, caps
 
 
 def test_cli_dry_run_prints_the_plan(outdir, capsys):
-    from fluxnb.cli import main
+    from fluxnb.front.cli import main
 
     assert main(["sweep", "a fox", "--model", "tiny", "--seeds", "random:2", "--guidance", "1-3 [3]",
                  "--out", str(outdir), "--dry-run", "--json"]) == 0

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from fluxnb import testmodel
+from fluxnb.model import testmodel
 from fluxnb.errors import FluxnbError
 
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fluxnb import tokens
-from fluxnb.cli import main
+from fluxnb.prompt import tokens
+from fluxnb.front.cli import main
 
 KNOWN = {
     "A painting of a squirrel eating a burger": [49406, 320, 3086, 539, 320, 14004, 4371, 320, 6548, 49407],
@@ -166,7 +166,7 @@ def test_cli_tokens_plain_highlights_the_tail(capsys):
 
 
 def test_cli_tokens_does_not_import_torch():
-    code = ("import sys; from fluxnb.cli import main; main(['tokens', 'a red fox', '--json']); "
+    code = ("import sys; from fluxnb.front.cli import main; main(['tokens', 'a red fox', '--json']); "
             "bad = [m for m in ('torch', 'transformers', 'diffusers', 'anthropic') if m in sys.modules]; "
             "sys.exit(3 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -179,8 +179,8 @@ def test_cli_tokens_does_not_import_torch():
 # ---------------------------------------------------------------------------------------
 
 def test_tokenizers_for_a_pipeline_are_its_own(tiny_model):
-    from fluxnb.pipeline import get_pipeline
-    from fluxnb.settings import resolve
+    from fluxnb.model.pipeline import get_pipeline
+    from fluxnb.config.settings import resolve
 
     pipe = get_pipeline(resolve(model="tiny").load).pipe
     clip, t5, exact = tokens.tokenizers_for(pipe=pipe)
@@ -190,8 +190,8 @@ def test_tokenizers_for_a_pipeline_are_its_own(tiny_model):
 def test_generation_routes_clip_prompt_and_t5_prompt(tiny_model, outdir):
     import fluxnb
     from fluxnb import runlog
-    from fluxnb.pipeline import get_pipeline
-    from fluxnb.settings import resolve
+    from fluxnb.model.pipeline import get_pipeline
+    from fluxnb.config.settings import resolve
 
     pipe = get_pipeline(resolve(model="tiny").load).pipe
     seen = {}

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 import fluxnb
-from fluxnb import runlog, ui
+from fluxnb import runlog
+from fluxnb import ui
 from fluxnb.errors import FluxnbError
 
 
@@ -99,7 +100,7 @@ def test_token_counters_warn_past_the_limits_and_show_what_clip_drops(outdir):
 
 
 def test_token_counters_use_the_loaded_pipelines_tokenizers(tiny_model, outdir, monkeypatch):
-    from fluxnb import tokens
+    from fluxnb.prompt import tokens
 
     calls, real = [], tokens.plan
     monkeypatch.setattr(tokens, "plan", lambda *a, **kw: calls.append(kw.get("pipe")) or real(*a, **kw))
@@ -113,7 +114,7 @@ def test_token_counters_use_the_loaded_pipelines_tokenizers(tiny_model, outdir, 
 
 
 def test_seed_random_lock_and_reuse_last(tiny_model, outdir):
-    from fluxnb import pipeline
+    from fluxnb.model import pipeline
 
     form = form_for(outdir, prompt="a red fox")
     set_custom(form, steps=2)
@@ -230,7 +231,7 @@ def test_enhancer_failure_is_shown_in_the_form(outdir):
 
 
 def test_enhancer_preview_shows_the_text_and_generate_uses_it(tiny_model, outdir, monkeypatch):
-    from fluxnb import enhancer
+    from fluxnb.prompt import enhancer
 
     calls = []
 

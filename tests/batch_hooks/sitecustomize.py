@@ -16,7 +16,7 @@ def _seeds(name):
 if any(os.environ.get(n) for n in ("FLUXNB_TEST_NAN_SEEDS", "FLUXNB_TEST_OOM_SEEDS", "FLUXNB_TEST_DELAY_S")):
     import time
 
-    import fluxnb.generation as _generation
+    import fluxnb.image.make as _generation
 
     _render = _generation.render
 

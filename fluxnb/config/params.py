@@ -1,0 +1,101 @@
+"""Params files (YAML), read strictly: no tags, no duplicate keys, none of the YAML 1.1
+readings that silently change meaning (`no` -> false, `012` -> 10, `1:20` -> 80).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import FluxnbError
+
+
+_YAML11_BOOL = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
+_SURPRISE_INT = re.compile(r"^[-+]?(0[0-7_]+|0o[0-7_]+|0x[0-9a-fA-F_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+|\d+_[\d_]*)$")
+_SURPRISE_FLOAT = re.compile(r"^[-+]?([0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]*"  # sexagesimal: 1:20.5 -> 80.5
+                             r"|[0-9_]*_[0-9_]*\.[0-9_]*|[0-9_]*\.[0-9_]*_[0-9_]*)$")  # underscores: 1_0.5 -> 10.5
+
+
+def _strict_loader(source: str):
+    """A SafeLoader that refuses tags, YAML 1.1 readings that silently change meaning
+    (`no` -> false, `012` -> 10, `1:20` -> 80, `1_000` -> 1000) and duplicate keys (the
+    first one silently lost), and keeps dates as the text written (`2024-05-01`)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise FluxnbError(f"{source}: line {key_node.start_mark.line + 1}: the key {key!r} is "
+                                          "given twice (YAML would silently keep only the last)", field=str(key),
+                                          fix="give each key once")
+                    seen.add(key)
+                except TypeError:  # an unhashable key: let PyYAML say so
+                    pass
+            return super().construct_mapping(node, deep)
+
+    def _bool_ctor(loader, node):
+        if _YAML11_BOOL.match(node.value):
+            raise FluxnbError(
+                f"{source}: line {node.start_mark.line + 1}: {node.value!r} would be read as a boolean by YAML 1.1",
+                value=node.value, fix=f"quote it (\"{node.value}\") or write true/false")
+        return loader.construct_yaml_bool(node)
+
+    def _strict_number(pattern, construct):
+        def ctor(loader, node):
+            if pattern.match(node.value):
+                raise FluxnbError(
+                    f"{source}: line {node.start_mark.line + 1}: {node.value!r} would be read as the number "
+                    f"{construct(loader, node)} by YAML 1.1", value=node.value,
+                    fix=f"write the number plainly or quote it (\"{node.value}\")")
+            return construct(loader, node)
+        return ctor
+
+    _int_ctor = _strict_number(_SURPRISE_INT, yaml.SafeLoader.construct_yaml_int)
+    _float_ctor = _strict_number(_SURPRISE_FLOAT, yaml.SafeLoader.construct_yaml_float)
+
+    StrictLoader.add_constructor("tag:yaml.org,2002:bool", _bool_ctor)
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", _int_ctor)
+    StrictLoader.add_constructor("tag:yaml.org,2002:float", _float_ctor)
+    StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+    return StrictLoader
+
+
+def parse_yaml(text: str, source: str = "params") -> Any:
+    """Parse YAML text with the strict rules of `load_params` (any type, not only a mapping);
+    how `fluxnb batch -p KEY VALUE` reads its values."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_strict_loader(source))  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as e:
+        raise FluxnbError(f"{source}: {e.problem} (only plain YAML is allowed; tags such as !!python/... are refused)",
+                          field="params", value=source) from None
+    except yaml.YAMLError as e:
+        raise FluxnbError(f"{source}: not valid YAML: {e}", field="params", value=source) from None
+
+
+def load_params(path: str | os.PathLike) -> dict:
+    """Read a params YAML file with `safe_load` semantics, refusing tags, duplicate keys and
+    the YAML 1.1 readings that silently change meaning (`no` -> false, `012` -> 10, `1:20` -> 80)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FluxnbError(f"params file {str(path)!r}: no such file", field="params", value=str(path)) from None
+    except IsADirectoryError:
+        raise FluxnbError(f"params file {str(path)!r}: is a folder", field="params", value=str(path)) from None
+    data = parse_yaml(text, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FluxnbError(f"{path}: expected a mapping of settings, got {type(data).__name__}",
+                          field="params", value=str(path))
+    return data
+

@@ -1,0 +1,267 @@
+"""The `fluxnb` subcommands: each parses its flags into settings, calls one function, prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ..errors import FluxnbError
+from .flags import settings_from_args, sweep_list_dests
+
+log = logging.getLogger("fluxnb")
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def cmd_generate(args) -> int:
+    from ..image.make import generate
+
+    if args.from_image:
+        from ..outputs.metadata import read_settings
+        s = settings_from_args(args, prompt=args.prompt, base=read_settings(args.from_image))
+        log.info("settings from %s (seed %s)", args.from_image, s.seed)
+    else:
+        s = settings_from_args(args, prompt=args.prompt)
+    results = generate(settings=s, progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print_json({"images": [dict(r.record) for r in results]})
+    else:
+        for r in results:
+            print(r.path)
+    return 0
+
+
+def cmd_config(args) -> int:
+    from ..config.environment import config_env_path
+    from ..config.settings import describe
+
+    s = settings_from_args(args)
+    rows = describe(s)
+    if args.json:
+        print_json({"config_env": str(config_env_path() or ""),
+                     "settings": {n: {"value": v, "source": src} for n, v, src in rows}})
+        return 0
+    width = max(len(n) for n, _, _ in rows)
+    for name, value, src in rows:
+        print(f"{name:<{width}}  {json.dumps(value, default=str):<40}  {src}")
+    path = config_env_path()
+    print(f"\nconfig.env: {path if path else '(none)'}")
+    return 0
+
+
+def cmd_log(args) -> int:
+    from ..outputs import runlog
+
+    if args.export:
+        path = runlog.export(args.directory, args.export)
+        print(path)
+        return 0
+    if args.json:
+        print_json(runlog.read(args.directory))
+        return 0
+    print(runlog.summary(args.directory))
+    return 0
+
+
+def cmd_model_build(args) -> int:
+    from ..model.testmodel import build
+
+    dtype = None
+    if args.dtype != "float32":
+        import torch
+        dtype = getattr(torch, args.dtype)
+    path = build(args.directory, args.scale, device=args.device, dtype=dtype, overwrite=args.overwrite)
+    print(path)
+    return 0
+
+
+def cmd_tokens(args) -> int:
+    from ..prompt.tokens import plan, render, use_colour
+
+    p = plan(args.prompt, model=args.model, t5_limit=args.t5_limit)
+    if args.json:
+        print_json(p.to_dict())
+        return 0
+    print(render(p, colour=use_colour()))
+    return 0
+
+
+
+def cmd_enhance(args) -> int:
+    from ..prompt.enhancer import enhance
+    from ..config.settings import resolve
+    from ..prompt.tokens import plan, render, use_colour
+
+    s = resolve(**{k: v for k, v in (("seed", args.seed), ("enhance_model", args.model),
+                                     ("enhance_fallback", args.fallback)) if v is not None})
+    backend = args.backend or (s.enhance if s.enhance != "none" else "claude")
+    enh = enhance(args.prompt, backend, model=s.enhance_model, seed=s.seed, use_cache=not args.no_cache,
+                  fallback=s.enhance_fallback)
+    p = plan(enh.enhanced, model=s.model, t5_limit=s.max_sequence_length)
+    if args.json:
+        out = enh.to_dict()
+        out.update({k: v for k, v in p.to_dict().items() if k != "prompt"})
+        print_json(out)
+        return 0
+    how = f"{enh.backend} ({enh.model})" if enh.model else enh.backend
+    how += f", {enh.elapsed_s:.2f} s" + (", cached" if enh.cached else "")
+    if enh.fallback_from:
+        how += f", instead of {enh.fallback_from}: {enh.fallback_reason}"
+    print(enh.enhanced)
+    print(f"\n{how}")
+    print(render(p, colour=use_colour()))
+    return 0
+
+
+
+def cmd_sweep(args) -> int:
+    from ..runs.sweep.layout import plan
+    from ..runs.sweep.runner import run
+
+    axes = {k: getattr(args, k) for k in sweep_list_dests() if getattr(args, k, None) is not None}
+    base = settings_from_args(argparse.Namespace(**{**vars(args), **{k: None for k in axes}}))
+    p = plan(args.prompt, seeds=args.seeds, prompts=args.prompts, rows=args.rows, cols=args.cols, yes=args.yes,
+             settings=base, **axes)
+    if args.dry_run:
+        if args.json:
+            print_json(p.definition())
+        else:
+            print(p.describe())
+            for a in p.axes:
+                print(f"  {a.name}: {', '.join(map(str, a.values))}")
+            print("  fixed: " + ", ".join(f"{k} {v}" for k, v in p.fixed().items()))
+        return 0
+    result = run(p, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty(),
+                 **{k: getattr(args, k) for k in ("address", "workers", "gpus_per_worker", "ray_results")},
+                 backend=args.backend or "local")
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        for path in result.grids:
+            print(path)
+    return 0
+
+
+def cmd_grid(args) -> int:
+    from pathlib import Path
+
+    from ..outputs.gridlog import grid
+
+    g = grid(args.directory, rows=args.rows, cols=args.cols, where=args.where, out=args.out or Path(args.directory),
+             yes=args.yes)
+    if args.json:
+        print_json({"grid": g.path, "rows": g.rows, "cols": g.cols, "row_values": g.row_values,
+                     "col_values": g.col_values, "images": g.images})
+    else:
+        print(g.path)
+    return 0
+
+
+
+def cmd_batch(args) -> int:
+    from ..runs import batch
+    from ..config.params import parse_yaml
+
+    overrides = {}
+    for key, value in args.param or []:
+        if key in overrides:
+            raise FluxnbError(f"-p {key}: given twice", field=key, fix="give each key once")
+        batch.check_names({key: None}, f"-p {key}")
+        overrides[key] = parse_yaml(value, f"-p {key}")
+    for key in ("backend", "address", "workers", "gpus_per_worker", "ray_results"):  # --backend ray and its options
+        if getattr(args, key) is not None:
+            if key in overrides:
+                raise FluxnbError(f"{key}: given with -p and as a flag", field=key, fix="give it once")
+            overrides[key] = getattr(args, key)
+    try:
+        summary = batch.run(args.params, out=args.out, overrides=overrides, force=args.force)
+    except batch.BatchFailed as e:  # the summary on stdout, the failures as the error
+        if e.summary is not None:
+            print_batch(e.summary, args.json, failed=True)
+        raise
+    print_batch(summary, args.json)
+    return 0
+
+
+def print_batch(summary, as_json: bool, failed: bool = False) -> None:
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    if not failed:
+        print(repr(summary))
+    for label, path in (("report", summary.report), ("contact sheet", summary.contact_sheet)):
+        if path:
+            print(f"{label}: {path}")
+
+
+
+def cmd_lab(args) -> int:
+    from . import lab
+
+    if args.stop:
+        print("stopped JupyterLab" if lab.stop() else "no JupyterLab started by fluxnb is running")
+        return 0
+    if args.status:
+        st = lab.status()
+        if args.json:
+            print_json(st)
+        else:
+            print(f"JupyterLab running (pid {st['pid']}): {st['url']}/lab" if st["running"] else "JupyterLab is not "
+                  "running (start it with: fluxnb lab)")
+        return 0 if st["running"] else 1
+    info = lab.start(ip=args.ip, port=args.port, open_browser=False if args.no_browser else None,
+                     background=args.background, directory=args.notebook_dir)
+    if args.background or info.already_running:
+        print(info.message())
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    import os
+
+    from . import doctor
+
+    checks = doctor.run_checks()
+    if args.json:
+        print_json(doctor.to_json(checks))
+    else:
+        print(doctor.table(checks, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+    return 0 if doctor.ready(checks) else 1
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    result = export_run(args.directory, since=args.since, out=args.out)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(result.path)
+    log.info("%s", result.summary())
+    from pathlib import Path
+
+    from .lab import status
+    st = status()
+    if st["running"]:  # where to click in the browser that is logged in to JupyterLab
+        try:
+            rel = Path(result.path).resolve().relative_to(Path(st["root_dir"]).resolve()).as_posix()
+            log.info("download it in JupyterLab's file browser (right-click, Download) or at %s/files/%s",
+                     st["url"], rel)
+        except ValueError:
+            pass
+    return 0
+
+
+def cmd_model_fetch(args) -> int:
+    from ..model.fetch import fetch
+
+    result = fetch(args.model, verify=args.verify)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(result.path)
+    return 0

@@ -1,0 +1,113 @@
+"""The record of one image: its identity, the run-log record / metadata schema, and the
+failure record every front end writes when an attempt fails.
+
+The run log's columns (`outputs.runlog.COLUMNS`) are the keys `base_record` fills; a test
+holds the two together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import __version__
+from ..config.settings import Settings, draw_seed, resolve
+
+IDENTITY_FIELDS = ("prompt", "enhance", "enhance_model", "steps", "guidance", "size", "model", "max_sequence_length",
+                   "precision", "image_format", "jpeg_quality")
+
+
+@dataclass
+class GeneratedImage:
+    """An image and its story: settings, seed, prompts, tokens, timings."""
+
+    image: object                     # PIL.Image
+    seed: int
+    settings: Settings
+    metadata: dict
+    path: Path | None = None
+    record: dict = field(default_factory=dict)
+
+    def _repr_png_(self):
+        import io
+
+        buf = io.BytesIO()
+        self.image.save(buf, format="PNG")
+        return buf.getvalue()
+
+    def save(self, directory=None) -> Path:
+        from ..outputs.metadata import save
+
+        s = self.settings
+        self.path = save(self.image, self.metadata, directory or s.output_dir, s.image_format, s.jpeg_quality)
+        return self.path
+
+
+def item_id(settings: Settings, seed: int) -> str:
+    """A stable identity for (settings that decide the pixels, seed)."""
+    key = {k: getattr(settings, k) for k in IDENTITY_FIELDS}
+    key["seed"] = int(seed)
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def seeds_for(settings: Settings, seeds=None) -> list[int]:
+    """Explicit seeds, else seed, seed+1, ... (count of them); a random first seed when unset."""
+    if seeds is not None:
+        out = [resolve(seed=s, use_env=False).seed for s in seeds]
+        if any(s is None for s in out):
+            out = [draw_seed() if s is None else s for s in out]
+        return out
+    first = settings.seed if settings.seed is not None else draw_seed()
+    return [(first + i) % 2**32 for i in range(settings.count)]
+
+
+def versions() -> dict:
+    import diffusers
+    import torch
+    import transformers
+
+    return {"fluxnb": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__}
+
+
+def base_record(s: Settings, seed: int, *, plan=None, enh=None, loaded=None) -> dict:
+    """The run-log record / metadata of one image before it is made."""
+    rec = {
+        "id": item_id(s, seed), "path": "", "status": "", "error": "",
+        "prompt": s.prompt, "enhanced_prompt": enh.enhanced if enh and enh.backend != "none" else "",
+        "clip_prompt": plan.clip_prompt if plan else "", "clip_dropped": plan.clip_dropped if plan else "",
+        "t5_prompt": plan.t5_prompt if plan else "",
+        "enhancer": enh.backend if enh else s.enhance, "enhancer_model": (enh.model or "") if enh else "",
+        "system_prompt_sha256": (enh.system_prompt_sha256 or "") if enh else "",
+        "clip_tokens": plan.clip_tokens if plan else None, "t5_tokens": plan.t5_tokens if plan else None,
+        "seed": seed, "steps": s.steps, "guidance": s.guidance, "width": s.width, "height": s.height, "size": s.size,
+        "image_format": s.image_format, "jpeg_quality": s.jpeg_quality, "max_sequence_length": s.max_sequence_length,
+        "model": s.model, "model_name": loaded.model_name if loaded else "", "offload": loaded.offload if loaded else s.offload,
+        "precision": loaded.precision if loaded else s.precision, "device": loaded.device if loaded else s.device,
+        "dtype": loaded.dtype if loaded else "", "compile": s.compile,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "fluxnb_version": __version__,
+    }
+    if enh and enh.fallback_from:
+        rec["enhancer_fallback_from"] = enh.fallback_from
+        rec["enhancer_fallback_reason"] = getattr(enh, "fallback_reason", None) or ""
+    return rec
+
+
+
+def failure_record(s: Settings, seed: int, exc: BaseException | str, *, status: str | None = None,
+                   extra: dict | None = None, **stage) -> dict:
+    """The run-log record of a failed attempt: `base_record` (with whatever stages were
+    reached: plan, enh, loaded), `extra`, the status and the (scrubbed) error."""
+    from ..logs import scrub
+
+    rec = base_record(s, seed, **stage)
+    rec.update(extra or {})
+    if isinstance(exc, BaseException):
+        status = status or getattr(exc, "status", None) or "error"
+        exc = str(exc) if hasattr(exc, "field") else f"{type(exc).__name__}: {exc}"
+    rec.update(status=status or "error", error=scrub(str(exc)))
+    return rec

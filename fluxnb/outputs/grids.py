@@ -1,0 +1,139 @@
+"""Drawing labelled image grids, the one way: sweep grids, grids from the run log and
+batch contact sheets all use `draw` (or `label_font` and `wrap`) here.
+
+A grid is a title (the settings every cell shares), column labels across the top, row
+labels down the left, and the images. `encode_png` saves one with A1111's `parameters`
+text (the first cell's, which A1111 readers expect) and a `fluxnb` JSON chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+LABEL_LINES, TITLE_LINES = 3, 5
+MISSING = (232, 232, 232)
+
+
+@functools.lru_cache(maxsize=8)
+def label_font(size: int):
+    """DejaVu Sans (shipped with matplotlib: wide Unicode coverage), else Pillow's own."""
+    import importlib.util
+
+    from PIL import ImageFont
+
+    spec = importlib.util.find_spec("matplotlib")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    return ImageFont.load_default(size=size)
+
+
+def wrap(text, font, width: float, max_lines: int) -> list[str]:
+    """Lines of `text` no wider than `width` pixels, at most `max_lines` (the last ends in …
+    when text was left out). `text` is broken between words, or between items when it is a
+    list of items (joined by " · "); a word wider than a line is cut."""
+    sep = " · " if isinstance(text, (list, tuple)) else " "
+    paras = [list(text)] if sep != " " else [p.split(" ") for p in str(text).split("\n")]
+    lines: list[str] = []
+    for words in paras:
+        cur = ""
+        for word in words:
+            trial = f"{cur}{sep}{word}" if cur else word
+            if font.getlength(trial) <= width:
+                cur = trial
+                continue
+            if cur:
+                lines.append(cur)
+            while font.getlength(word) > width and len(word) > 1:
+                cut = max([1] + [i for i in range(1, len(word)) if font.getlength(word[:i]) <= width])
+                lines.append(word[:cut])
+                word = word[cut:]
+            cur = word
+        lines.append(cur)
+    if len(lines) > max_lines:
+        last = lines[max_lines - 1]
+        while last and font.getlength(last + "…") > width:
+            last = last[:-1]
+        lines = lines[:max_lines - 1] + [last + "…"]
+    return lines
+
+
+def draw(images: list, row_labels: list, col_labels: list, title: list) -> tuple[object, list]:
+    """A grid of `images` (rows x columns of PIL images, None for a missing cell) with
+    labels. `title`: lines, each a string or a list of items. Returns (PIL image, boxes):
+    boxes[r][c] = [x, y, w, h] where cell (r, c) lies. Cells are as large as the largest
+    image; smaller ones are centred. A narrow grid is widened (up to ~32 characters'
+    width) for its title, the cells centred beneath."""
+    from PIL import Image, ImageDraw
+
+    # 1. Measure: cells, font, label bands, title.
+    title = [t for t in title if t]
+    present = [im for row in images for im in row if im is not None]
+    cw = max((im.width for im in present), default=64)
+    ch = max((im.height for im in present), default=64)
+    nrows, ncols = len(images), max(len(r) for r in images)
+    fs = max(12, min(40, min(cw, ch) // 12))
+    font = label_font(fs)
+    ascent, descent = font.getmetrics()
+    lh, pad, gap = ascent + descent + 2, fs // 2, max(2, fs // 4)
+    col_lines = [wrap(t, font, cw - 2, LABEL_LINES) for t in col_labels]
+    row_w = min(max((font.getlength(t) for t in row_labels), default=0), max(cw, 12 * fs))
+    row_lines = [wrap(t, font, row_w, LABEL_LINES + 1) for t in row_labels]
+    rw = int(row_w) + 2 * pad if row_labels else 0
+    hh = max((len(x) for x in col_lines), default=0) * lh + 2 * pad if col_labels else 0
+    block = rw + ncols * cw + (ncols - 1) * gap
+    natural = max((font.getlength(" · ".join(t) if isinstance(t, (list, tuple)) else t) for t in title), default=0)
+    width = max(block, min(int(natural) + 2 * pad, 32 * fs))
+    x0 = (width - block) // 2
+    title_lines = [ln for t in title for ln in wrap(t, font, width - 2 * pad, TITLE_LINES)][:TITLE_LINES * 2]
+    th = len(title_lines) * lh + 2 * pad if title_lines else 0
+    height = th + hh + nrows * ch + (nrows - 1) * gap
+
+    # 2. Paint: title, column labels, row labels, images.
+    canvas = Image.new("RGB", (width, height), "white")
+    pen = ImageDraw.Draw(canvas)
+    for i, ln in enumerate(title_lines):
+        pen.text((pad, pad + i * lh), ln, fill="black", font=font)
+    boxes = []
+    for r in range(nrows):
+        y = th + hh + r * (ch + gap)
+        if r < len(row_lines):
+            lines = row_lines[r]
+            top = y + (ch - len(lines) * lh) // 2
+            for i, ln in enumerate(lines):
+                pen.text((x0 + rw // 2, top + i * lh), ln, fill="black", font=font, anchor="ma")
+        boxes.append([])
+        for c in range(ncols):
+            x = x0 + rw + c * (cw + gap)
+            if r == 0 and c < len(col_lines):
+                top = th + hh - pad - len(col_lines[c]) * lh
+                for i, ln in enumerate(col_lines[c]):
+                    pen.text((x + cw // 2, top + i * lh), ln, fill="black", font=font, anchor="ma")
+            im = images[r][c] if c < len(images[r]) else None
+            if im is None:
+                pen.rectangle([x, y, x + cw - 1, y + ch - 1], fill=MISSING)
+                boxes[-1].append([x, y, cw, ch])
+                continue
+            ox, oy = x + (cw - im.width) // 2, y + (ch - im.height) // 2
+            canvas.paste(im.convert("RGB"), (ox, oy))
+            boxes[-1].append([ox, oy, im.width, im.height])
+    return canvas, boxes
+
+
+def encode_png(image, first_record: dict, meta: dict) -> bytes:
+    """The grid's PNG bytes: A1111 `parameters` from the first cell, all of `meta` as JSON."""
+    from .metadata import encode
+
+    keys = ("prompt", "t5_prompt", "clip_prompt", "clip_dropped", "enhancer", "enhancer_model", "seed", "steps",
+            "guidance", "width", "height", "model", "model_name", "fluxnb_version")
+    head = {k: first_record.get(k) for k in keys if k in first_record}
+    return encode(image, {**head, **meta}, "png")
+
+
+
+
+def show_value(v) -> str:
+    """A value as a label shows it: 3.5, not 3.5000001; everything else as text."""
+    return f"{v:g}" if isinstance(v, float) else str(v)

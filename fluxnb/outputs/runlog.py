@@ -1,0 +1,169 @@
+"""The append-only run log: one JSON line per image and per failed attempt.
+
+`runlog.jsonl` in the output folder. Each record is written with one `write` under an
+exclusive lock and fsynced, so two processes never interleave and a kill -9 loses no
+completed record. A torn last line (a kill in mid-write) is skipped with a warning, and
+the next append starts on a fresh line, so it never spoils the records after it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "runlog.jsonl"
+# The columns every record has (more may follow), with their pandas types.
+COLUMNS = {
+    "id": "string", "path": "string", "status": "string", "error": "string",
+    "prompt": "string", "enhanced_prompt": "string", "clip_prompt": "string", "clip_dropped": "string",
+    "t5_prompt": "string", "enhancer": "string", "enhancer_model": "string", "system_prompt_sha256": "string",
+    "clip_tokens": "Int64", "t5_tokens": "Int64", "seed": "Int64", "steps": "Int64", "guidance": "float64",
+    "width": "Int64", "height": "Int64", "size": "string", "image_format": "string", "jpeg_quality": "Int64",
+    "model": "string", "model_name": "string", "offload": "string", "precision": "string", "device": "string",
+    "dtype": "string", "elapsed_s": "float64", "load_s": "float64", "enhance_s": "float64", "encode_s": "float64",
+    "denoise_s": "float64", "decode_s": "float64", "save_s": "float64", "compile_s": "float64",
+    "created_at": "datetime64[ns, UTC]",
+    "fluxnb_version": "string", "sweep_id": "string", "batch_id": "string",
+}
+STATUSES = ("ok", "error", "oom", "black", "disk_full", "enhance_failed", "interrupted")
+
+
+def path_for(directory: str | os.PathLike) -> Path:
+    p = Path(directory)
+    return p if p.name.endswith(".jsonl") else p / FILE_NAME
+
+
+def append(directory: str | os.PathLike, record: dict) -> None:
+    """Append one record durably and atomically with respect to other writers."""
+    path = path_for(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from ..logs import scrub
+
+    line = scrub(json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":")))  # never a secret
+    if "\n" in line:  # json.dumps escapes newlines; guard against a custom default
+        line = line.replace("\n", "\\n")
+    data = (line + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # a torn last line from a killed writer: start afresh
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read(directory: str | os.PathLike, *, warn: bool = True) -> list[dict]:
+    """Every readable record, in order. Torn or corrupt lines are skipped with a warning."""
+    path = path_for(directory)
+    if not path.is_file():
+        return []
+    records, bad = [], []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+                records.append(rec)
+            except (ValueError, UnicodeDecodeError):
+                bad.append(n)
+    if bad and warn:
+        log.warning("%s: skipped %d unreadable line(s) (%s): a write cut short by a kill", path, len(bad),
+                     ", ".join(map(str, bad[:5])) + ("..." if len(bad) > 5 else ""))
+    return records
+
+
+def load(directory: str | os.PathLike):
+    """The run log as a pandas DataFrame with typed columns (one row per record)."""
+    import pandas as pd
+
+    records = read(directory)
+    df = pd.DataFrame.from_records(records)
+    for col, dtype in COLUMNS.items():
+        if col not in df.columns:
+            df[col] = pd.Series([None] * len(df), dtype="object")
+        if dtype.startswith("datetime"):
+            df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
+        elif dtype == "Int64":
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+        elif dtype == "float64":
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        else:
+            df[col] = df[col].astype("string")
+    ordered = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
+    return df[ordered]
+
+
+def ok_paths(directory: str | os.PathLike) -> dict[str, dict]:
+    """{item id: record} of the items recorded `ok` whose image still exists."""
+    out = {}
+    for rec in read(directory, warn=False):
+        if rec.get("status") == "ok" and rec.get("id") and rec.get("path") and Path(rec["path"]).is_file():
+            out[rec["id"]] = rec
+    return out
+
+
+def export(directory: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Write the run log as CSV or Parquet (by the target's extension), atomically."""
+    return write_table(load(directory), target)
+
+
+def write_table(df, target: str | os.PathLike) -> Path:
+    """Write a run-log DataFrame as CSV or Parquet (by the target's extension), atomically:
+    a temp file beside the target, then a rename. An unknown extension writes nothing."""
+    from ..errors import FluxnbError
+
+    target = Path(target)
+    ext = target.suffix.lower()
+    if ext not in (".csv", ".parquet"):
+        raise FluxnbError(f"export {str(target)!r}: unknown format {ext or '(none)'}", field="export",
+                          value=str(target), fix="name a .csv or .parquet file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        if ext == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def summary(directory: str | os.PathLike) -> str:
+    """A short text summary: counts by status, seconds per image, models, last image."""
+    df = load(directory)
+    if df.empty:
+        return f"{path_for(directory)}: no records"
+    lines = [f"{path_for(directory)}: {len(df)} records"]
+    counts = df["status"].value_counts()
+    lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    ok = df[df["status"] == "ok"]
+    if len(ok):
+        lines.append(f"  images: {len(ok)}, {ok['elapsed_s'].median():.2f} s median per image "
+                     f"({ok['elapsed_s'].sum():.1f} s in all)")
+        models = ok["model"].value_counts()
+        lines.append("  models: " + ", ".join(f"{k} ({v})" for k, v in models.items()))
+        sizes = (ok["width"].astype(str) + "x" + ok["height"].astype(str)).value_counts()
+        lines.append("  sizes: " + ", ".join(f"{k} ({v})" for k, v in sizes.head(5).items()))
+        span = ok["created_at"].dropna()
+        if len(span):
+            lines.append(f"  from {span.min():%Y-%m-%d %H:%M} to {span.max():%Y-%m-%d %H:%M} UTC")
+        last = ok.iloc[-1]
+        lines.append(f"  last: {last['path']} (seed {last['seed']}, {last['steps']} steps, guidance {last['guidance']})")
+    failed = df[df["status"] != "ok"]
+    for _, row in failed.tail(5).iterrows():
+        lines.append(f"  {row['status']}: {row['created_at']:%Y-%m-%d %H:%M} {str(row['error'])[:100]}")
+    return "\n".join(lines)

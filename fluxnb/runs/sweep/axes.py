@@ -1,0 +1,142 @@
+"""A sweep's axes and their values: lists, A1111's X/Y/Z-plot ranges (`1-5`, `1-10 (+2)`,
+`1-10 [5]`) and random seeds (`random:4`), each value checked by the settings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ...config.settings import ALIASES, Settings, draw_seed, require_prompt
+from ...errors import FluxnbError
+
+# Sweepable settings and how their values are read; the default order of the axes
+# (the first two become rows and columns, unless rows=/cols= say otherwise).
+AXES = {"prompt": "prompt", "enhance": "text", "seed": "int", "guidance": "float", "steps": "int", "size": "size",
+        "max_sequence_length": "int", "enhance_model": "text", "precision": "text", "model": "text"}
+AXIS_ALIASES = {"seeds": "seed", "prompts": "prompt", "sizes": "size", "models": "model", "enhancer": "enhance",
+                **ALIASES}
+_NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)"
+_RANGE = re.compile(rf"\s*({_NUM})\s*-\s*({_NUM})\s*(?:\(\s*({_NUM})\s*\)|\[\s*({_NUM})\s*\])?\s*")
+_RANDOM = re.compile(r"\s*random(?:\s*:\s*(\d+))?\s*", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------
+# Values: lists, A1111 ranges, random seeds
+# ---------------------------------------------------------------------------------------
+
+def _bad(axis: str, value, message: str, fix: str | None = None) -> FluxnbError:
+    return FluxnbError(f"{axis} {value!r}: {message}", field=axis, value=value, fix=fix)
+
+
+def expand_range(text: str, kind: str, axis: str = "value") -> list | None:
+    """A1111 X/Y/Z ranges: `1-5` (step 1), `1-10 (+2)` (step 2), `1-10 [5]` (5 values evenly
+    spaced; whole-number axes truncate like A1111). None when `text` is not a range."""
+    m = _RANGE.fullmatch(text)
+    if not m or kind not in ("int", "float"):
+        return None
+    a, b, step, count = m.groups()
+    if kind == "int" and any(x is not None and "." in x for x in (a, b)):
+        raise _bad(axis, text, "a range of whole numbers cannot have decimals", fix="e.g. 1-10 (+2)")
+    conv = int if kind == "int" else float
+    lo, hi = conv(float(a)), conv(float(b))
+    if count is not None:
+        n = float(count)
+        if n < 1 or not n.is_integer():
+            raise _bad(axis, text, f"[{count}] must be a whole number of values, 1 or more", fix="e.g. 1-10 [5]")
+        n = int(n)
+        vals = [lo + (hi - lo) * i / (n - 1) for i in range(n)] if n > 1 else [lo]
+        return [int(v) for v in vals] if kind == "int" else [round(v, 6) for v in vals]
+    st = conv(float(step)) if step is not None else conv(1)
+    if st <= 0:
+        raise _bad(axis, text, f"the range step {step} must be positive",
+                   fix=f"count up with a positive step, e.g. {a}-{b} (+1); to go down, list the values")
+    if hi < lo:
+        raise _bad(axis, text, "the range ends below its start",
+                   fix=f"write it low to high ({b}-{a}), use [N] for N values, or list the values")
+    n = math.floor((hi - lo) / st + 1e-9) + 1
+    return [lo + i * st for i in range(n)] if kind == "int" else [round(lo + i * st, 6) for i in range(n)]
+
+
+def _items(value, sep: str) -> list:
+    if isinstance(value, str):
+        return value.split(sep)
+    if is_list(value):
+        items = list(value.tolist() if hasattr(value, "tolist") else value)
+        return [x for it in items for x in (it.split(sep) if isinstance(it, str) and sep != "|" else [it])]
+    return [value]
+
+
+def parse_axis(name: str, value, base: Settings) -> tuple[list, list, list]:
+    """One axis's values: (values, labels, drawn seeds). Validated against `base`; refuses
+    empty values, duplicates and bad ranges."""
+    kind = AXES[name]
+    spec = value if isinstance(value, str) else ""
+    items = _items(value, "|" if kind == "prompt" else ",")
+    if not items or (isinstance(value, str) and not value.strip()):
+        raise _bad(name, value, "the axis is empty", fix=f"give at least one value, e.g. {_example(name)}")
+    raw, drawn = [], []
+    for it in items:
+        text = it.strip() if isinstance(it, str) else it
+        if text == "" or text is None:
+            raise _bad(name, value, "an empty value in the list", fix=f"e.g. {_example(name)}")
+        if name == "seed" and isinstance(text, str) and _RANDOM.fullmatch(text) or text in (-1, "-1"):
+            m = _RANDOM.fullmatch(str(text))
+            n = int(m.group(1)) if m and m.group(1) else 1
+            if not 1 <= n <= 10000:
+                raise _bad(name, text, "random:N draws N seeds: N must be 1 to 10000", fix="e.g. random:4")
+            new = _draw(n, set(raw) | set(drawn))
+            drawn += new
+            raw += new
+            continue
+        rng = expand_range(text, kind, name) if isinstance(text, str) else None
+        raw += rng if rng is not None else [text]
+    values, labels, seen = [], [], {}
+    for v in raw:
+        norm, key, label = _validate(name, v, base)
+        if key in seen:
+            raise _bad(name, spec or value, f"{norm!r} appears twice" + (f" ({seen[key]!r} and {v!r})"
+                                                                      if str(seen[key]) != str(v) else ""),
+                       fix="give each value once")
+        seen[key] = v
+        values.append(norm)
+        labels.append(label)
+    return values, labels, drawn
+
+
+def _draw(n: int, taken: set) -> list:
+    out = []
+    while len(out) < n:
+        s = draw_seed()
+        if s not in taken and s not in out:
+            out.append(s)
+    return out
+
+
+def _validate(name: str, value, base: Settings):
+    """(normalised value, duplicate key, label) for one axis value, checked by the settings."""
+    if name == "prompt":
+        text = require_prompt(value, "prompt")
+        return text, text.strip(), text
+    s = base.replace(**{name: value})
+    norm = getattr(s, name)
+    if name == "size":
+        label = f"size: {norm} ({s.width}x{s.height})" if norm != f"{s.width}x{s.height}" else f"size: {norm}"
+        return norm, (s.width, s.height), label
+    if name == "model":
+        from ...model.hub import display_name
+        return norm, norm, f"model: {display_name(norm)}"
+    shown = f"{norm:g}" if isinstance(norm, float) else norm
+    return norm, norm, f"{name}: {shown}"
+
+
+def _example(name: str) -> str:
+    return {"seed": "1,2,3 or 1-5 or random:4", "guidance": "1.5,3.5,5 or 1-5 (+0.5)", "steps": "4,20 or 10-50 [5]",
+            "size": "square,portrait or 512x512,768x768", "prompt": '"a fox|a hare"', "enhance": "none,claude"
+            }.get(name, "a,b")
+
+
+def is_list(value) -> bool:
+    return isinstance(value, (list, tuple, range)) or getattr(value, "ndim", 0) > 0  # numpy arrays too
+
+
