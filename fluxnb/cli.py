@@ -445,6 +445,36 @@ def add_deploy_commands(sub) -> None:
     f.set_defaults(func=cmd_model_fetch)
 
 
+def add_pull_command(sub) -> None:
+    """`fluxnb pull URL`: the pod's new images, grids and run log, home (fluxnb.pull)."""
+    def cmd_pull(args) -> int:
+        from .pull import pull
+
+        result = pull(args.url, remote_dir=args.remote_dir, to=args.to, since=args.since, dry_run=args.dry_run,
+                      open_image=args.open, token_file=args.token_file, verify=args.verify,
+                      max_file_mb=args.max_file_mb, progress=not args.quiet)
+        for path in result.fetched:  # with --dry-run: what it would fetch
+            print(path)
+        log.info("%s", result.summary())
+        return 0
+
+    p = sub.add_parser("pull", help="bring a pod's new images, grids and run log home (through its JupyterLab)",
+                       description="Copy what is new in the pod's output folder home through JupyterLab's API, and "
+                                   "merge its run log into the local one. The token comes from JUPYTER_TOKEN, "
+                                   "--token-file or a prompt; never from the command line.")
+    p.add_argument("url", help="the lab's address, e.g. https://POD-8888.proxy.runpod.net (no token in it)")
+    p.add_argument("--remote-dir", default="outputs", metavar="DIR",
+                   help="the folder on the pod, relative to the lab's root (default outputs: /workspace/outputs)")
+    p.add_argument("--to", default="outputs", metavar="DIR", help="the folder here (default outputs/)")
+    p.add_argument("--token-file", metavar="FILE", help="a file holding the lab's token")
+    p.add_argument("--since", metavar="WHEN", help="only what was made since: 2026-11-24, today, 30m / 12h / 7d ago")
+    p.add_argument("--dry-run", action="store_true", help="say what would be fetched and merged; write nothing")
+    p.add_argument("--open", action="store_true", help="open the newest image in the system's viewer")
+    p.add_argument("--verify", action="store_true", help="compare sha256 too (the lab computes it), not only sizes")
+    p.add_argument("--max-file-mb", type=float, default=512, metavar="MB", help="skip larger files (default 512)")
+    p.set_defaults(func=cmd_pull)
+
+
 # ==== performance issue ====
 
 
@@ -547,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- lab, doctor and export commands (deployment issue) ----
     add_deploy_commands(sub)
+    add_pull_command(sub)
 
     # ---- more model commands (performance issue) ----
     _ = "perf"
