@@ -30,6 +30,7 @@ _LAZY = {
     "sweep": ("fluxnb.runs.sweep.runner", "sweep"),
     "grid": ("fluxnb.outputs.gridlog", "grid"),
     "run_batch": ("fluxnb.runs.batch.runner", "run"),
+    "pull": ("fluxnb.front.pull", "pull"),
 }
 # Modules reachable as attributes (`fluxnb.runlog.load(...)`), by their short names.
 MODULES = {

@@ -13,7 +13,7 @@ import sys
 from .. import __version__
 from ..errors import FluxnbError
 from .commands import (cmd_batch, cmd_config, cmd_doctor, cmd_enhance, cmd_export, cmd_generate, cmd_grid, cmd_lab, cmd_log,
-                       cmd_model_build, cmd_model_fetch, cmd_sweep, cmd_tokens)
+                       cmd_model_build, cmd_model_fetch, cmd_pull, cmd_sweep, cmd_tokens)
 from .flags import add_backend_flags, add_settings_flags, add_sweep_flags
 
 log = logging.getLogger("fluxnb")
@@ -58,6 +58,26 @@ def add_deploy_commands(sub) -> None:
                    help="check the finished files by checksum (default) or by size only")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_model_fetch)
+
+
+
+def add_pull_command(sub) -> None:
+    """`fluxnb pull URL`: the pod's new images, grids and run log, home (fluxnb.front.pull)."""
+    p = sub.add_parser("pull", help="bring a pod's new images, grids and run log home (through its JupyterLab)",
+                       description="Copy what is new in the pod's output folder home through JupyterLab's API, and "
+                                   "merge its run log into the local one. The token comes from JUPYTER_TOKEN, "
+                                   "--token-file or a prompt; never from the command line.")
+    p.add_argument("url", help="the lab's address, e.g. https://POD-8888.proxy.runpod.net (no token in it)")
+    p.add_argument("--remote-dir", default="outputs", metavar="DIR",
+                   help="the folder on the pod, relative to the lab's root (default outputs: /workspace/outputs)")
+    p.add_argument("--to", default="outputs", metavar="DIR", help="the folder here (default outputs/)")
+    p.add_argument("--token-file", metavar="FILE", help="a file holding the lab's token")
+    p.add_argument("--since", metavar="WHEN", help="only what was made since: 2026-11-24, today, 30m / 12h / 7d ago")
+    p.add_argument("--dry-run", action="store_true", help="say what would be fetched and merged; write nothing")
+    p.add_argument("--open", action="store_true", help="open the newest image in the system's viewer")
+    p.add_argument("--verify", action="store_true", help="compare sha256 too (the lab computes it), not only sizes")
+    p.add_argument("--max-file-mb", type=float, default=512, metavar="MB", help="skip larger files (default 512)")
+    p.set_defaults(func=cmd_pull)
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_batch)
 
     add_deploy_commands(sub)
+    add_pull_command(sub)
 
     return parser
 

@@ -256,6 +256,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_pull(args) -> int:
+    from .pull import pull
+
+    result = pull(args.url, remote_dir=args.remote_dir, to=args.to, since=args.since, dry_run=args.dry_run,
+                  open_image=args.open, token_file=args.token_file, verify=args.verify,
+                  max_file_mb=args.max_file_mb, progress=not args.quiet)
+    for path in result.fetched:  # with --dry-run: what it would fetch
+        print(path)
+    log.info("%s", result.summary())
+    return 0
+
+
 def cmd_model_fetch(args) -> int:
     from ..model.fetch import fetch
 
