@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import ROOT, run_cli
+from support import ROOT, run_cli, tiny_pipeline
+from support import tiny_pixels as pixels
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_generate  # noqa: E402
-import bench_gpu  # noqa: E402
 
 
 def gen(**kw):
@@ -30,20 +30,7 @@ def gen(**kw):
 
 @pytest.fixture
 def tiny_pipe(tiny_model):
-    import torch
-    from diffusers import FluxPipeline
-
-    pipe = FluxPipeline.from_pretrained(str(tiny_model), dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def pixels(pipe, seed=5):
-    import torch
-
-    out = pipe("a fox", width=64, height=64, num_inference_steps=2, guidance_scale=3.5, max_sequence_length=64,
-               generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images[0]
-    return np.asarray(out)
+    return tiny_pipeline(tiny_model)
 
 
 # ---------------------------------------------------------------------------------------
@@ -405,53 +392,3 @@ def test_bench_generate_summary_and_table():
     assert rows["  same, best of the runs"][3] == pytest.approx(5.0 / 4.8)
     table = bench_generate.format_table(res["rows"])
     assert "1.040" in table and "NO" in table and "<= 1.10x" in table
-
-
-def test_bench_gpu_args():
-    a = bench_gpu.parse_args([])
-    assert (a.scale, a.size, a.steps) == ("full", 1024, [28, 4, 20, 50])
-    assert [c.name for c in a.configs][0] == "baseline" and len(a.configs) == len(bench_gpu.CONFIGS)
-    a = bench_gpu.parse_args(["--scale", "small", "--configs", "fp8,compile", "--steps", "8,4"])
-    assert (a.size, a.steps) == (256, [8, 4])
-    assert [c.name for c in a.configs] == ["baseline", "fp8", "compile"]   # the baseline always runs
-    for bad in (["--configs", "turbo"], ["--steps", "a,b"], ["--size", "1000"], ["--steps", "0"]):
-        with pytest.raises(SystemExit):
-            bench_gpu.parse_args(bad)
-    names = {c.name for c in bench_gpu.CONFIGS}
-    assert {"baseline", "default", "fp8", "compile", "fp8-fast+compile", "cap:auto", "cap:model", "cap:group",
-            "cap:sequential"} <= names
-
-
-def test_bench_gpu_table_ratios():
-    rows = [
-        {"name": "baseline", "offload": "none", "precision": "bf16", "compile": False, "s": {28: 6.6, 4: 1.2},
-         "best_s": {28: 6.0}, "peak_gib": 33.9, "encode_s": None, "compile_s": 0.0, "error": ""},
-        {"name": "fp8-fast+compile", "offload": "none", "precision": "fp8-fast", "compile": True,
-         "s": {28: 2.2, 4: 0.5}, "best_s": {28: 1.5}, "peak_gib": 22.1, "encode_s": 0.05, "compile_s": 41.0, "error": ""},
-        {"name": "cap:none+fp8", "offload": "none", "precision": "fp8", "compile": False, "s": {},
-         "peak_gib": None, "encode_s": None, "compile_s": None, "error": "out of memory"},
-    ]
-    lines = bench_gpu.format_table(rows, [28, 4], 24).splitlines()
-    assert "x baseline@28" in lines[0]
-    assert "1.00x" in lines[2] and "plain diffusers" in lines[2]
-    assert "0.33x" in lines[3] and "0.25x" in lines[3] and "none/fp8-fast+compile" in lines[3] and "41.0" in lines[3]
-    assert "out of memory" in lines[4] and "-" in lines[4]
-
-
-def test_bench_gpu_runs_fluxnb_code_paths_on_the_cpu(tiny_model):
-    """The CPU path of bench_gpu: the same prepare/encode/render as fluxnb, CUDA rows skipped."""
-    a = bench_gpu.parse_args(["--scale", "tiny", "--runs", "1", "--steps", "2", "--configs", "fp8,cap:model"])
-    rows = {c.name: bench_gpu.run_config(c, a, "cpu") for c in a.configs}
-    assert rows["baseline"]["s"][2] > 0 and rows["fp8"]["s"][2] > 0
-    assert rows["fp8"]["precision"] == "fp8" and rows["fp8"]["offload"] == "none" and not rows["fp8"]["error"]
-    assert rows["cap:model"]["error"] == "needs CUDA"
-
-
-def test_bench_gpu_interleaved_cpu_run(tiny_model):
-    """The CPU default: every setting prepared first, then one image of each per round."""
-    a = bench_gpu.parse_args(["--scale", "tiny", "--runs", "2", "--steps", "2,1", "--configs", "default,fp8-fast"])
-    rows = {r["name"]: r for r in bench_gpu.run_interleaved(a.configs, a, "cpu")}
-    assert set(rows["baseline"]["s"]) == set(rows["default"]["s"]) == {2, 1}
-    assert rows["default"]["best_s"][2] <= rows["default"]["s"][2]
-    assert rows["default"]["encode_s"] is not None and rows["default"]["offload"] == "none"
-    assert rows["fp8-fast"]["error"] == "needs CUDA" and rows["fp8-fast"]["s"] == {}

@@ -14,7 +14,12 @@ Precision (`--precision`):
 `--compile`: regional compilation (each repeated transformer block compiled once, not
 the whole graph): the same steady speed as a full compile, for a fraction of the compile
 time. The first image at each size pays the compilation; `compile_s` in its run-log
-record says how much, apart from `denoise_s`.
+record says how much, apart from `denoise_s`. `mode` (COMPILE_MODES) is torch.compile's:
+`max-autotune-no-cudagraphs` autotunes the matmuls (a longer first compile) without CUDA
+graphs, which regional compilation cannot use across blocks.
+
+The other opt-in levers (fused QKV, attention backend, compiled VAE decode, a persistent
+inductor cache) live in perf_levers.
 """
 
 from __future__ import annotations
@@ -79,21 +84,40 @@ def apply_fp8_fast(pipe, device: str | None) -> None:
     quantize_(pipe.transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), device=device)
 
 
-def apply_compile(pipe, *, fullgraph: bool | None = None) -> int:
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
+
+
+def compile_kwargs(mode: str | None, *, fullgraph: bool) -> dict:
+    """torch.compile's keyword arguments for `mode` (None: default), checked."""
+    mode = mode or "default"
+    if mode not in COMPILE_MODES:
+        raise FluxnbError(f"compile_mode {mode!r}: unknown", field="compile_mode", value=mode,
+                          fix=f"use one of {', '.join(COMPILE_MODES)}")
+    return {"fullgraph": fullgraph} if mode == "default" else {"fullgraph": fullgraph, "mode": mode}
+
+
+def apply_compile(pipe, *, fullgraph: bool | None = None, mode: str | None = None) -> int:
     """Regional compilation of the transformer's repeated blocks; returns how many blocks.
     fullgraph unless hooks (fp8 layerwise casting, offloading) wrap the layers inside."""
     transformer = pipe.transformer
     if fullgraph is None:
-        fullgraph = not _has_hooks(transformer)
+        fullgraph = can_fullgraph(transformer)
+    kwargs = compile_kwargs(mode, fullgraph=fullgraph)
     if hasattr(transformer, "compile_repeated_blocks"):
-        transformer.compile_repeated_blocks(fullgraph=fullgraph)
+        transformer.compile_repeated_blocks(**kwargs)
     else:  # older diffusers
         for block in compiled_blocks(transformer, compiled=False):
-            block.compile(fullgraph=fullgraph)
+            block.compile(**kwargs)
     n = len(compiled_blocks(transformer))
-    log.info("compile: %d transformer blocks compiled on first use (fullgraph=%s); the first image at each size "
-             "pays the compilation", n, fullgraph)
+    log.info("compile: %d transformer blocks compiled on first use (fullgraph=%s, mode %s); the first image at "
+             "each size pays the compilation", n, fullgraph, mode or "default")
     return n
+
+
+def can_fullgraph(module) -> bool:
+    """Whether `module` can be compiled as one graph: no offload or casting hooks inside
+    (dynamo would have to break the graph at each)."""
+    return not _has_hooks(module)
 
 
 def compiled_blocks(transformer, *, compiled: bool = True) -> list:

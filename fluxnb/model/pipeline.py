@@ -191,16 +191,33 @@ def load(key: LoadSettings) -> Loaded:
                   precision=precision, test_model=test_model, load_s=load_s, notes=notes)
 
 
-def configure(pipe, offload: str, precision: str, compile: bool, device: str) -> None:
+def configure(pipe, offload: str, precision: str, compile: bool, device: str, *, fuse_qkv: bool = False,
+              attention_backend: str = "default", compile_mode: str = "default", compile_vae: bool = False,
+              compile_cache=None) -> None:
     """Precision first (fp8 weights then move to the GPU at their smaller size), then the
     memory policy, then compilation (which must see the final modules). load() and
-    benchmarks/bench_gpu.py both go through here."""
-    from .perf import apply_compile, apply_precision
+    benchmarks/bench_gpu.py both go through here. The keyword options are perf_levers'
+    opt-in speed levers: fused QKV and the attention backend come before precision (the
+    fused projection is what gets quantized), channels-last VAE weights before the memory
+    policy, the compile cache folder and the VAE decoder's compile with the transformer's."""
+    from . import perf_levers as levers
+    from .perf import apply_compile, apply_precision, compile_kwargs
 
+    compile_kwargs(compile_mode, fullgraph=False)  # checked before anything changes
+    levers.check_attention_backend(attention_backend, device)
+    if fuse_qkv:
+        levers.fuse_qkv(pipe)
+    levers.apply_attention_backend(pipe, attention_backend, device)
+    if compile_vae:
+        levers.channels_last_vae(pipe)
     apply_precision(pipe, precision, device, resident=offload in ("none", "encoders"))
     apply_offload(pipe, offload, device)
+    if compile or compile_vae:
+        levers.use_compile_cache(compile_cache)
     if compile:
-        apply_compile(pipe)
+        apply_compile(pipe, mode=compile_mode)
+    if compile_vae:
+        levers.apply_compile_vae(pipe, mode=compile_mode)
 
 
 def apply_offload(pipe, offload: str, device: str) -> None:
