@@ -16,7 +16,7 @@ import html
 import io
 import logging
 
-from .errors import FluxnbError
+from .errors import FluxnbError, raise_if_strict
 from .settings import defaults, draw_seed, require_prompt, resolve
 from .tokens import CLIP_LIMIT
 
@@ -258,6 +258,7 @@ class Generator:
 
     def fail(self, exc: Exception) -> None:
         """Show a failure in the form (not as a traceback)."""
+        raise_if_strict(exc)
         if not isinstance(exc, FluxnbError):
             log.exception("the generator form hit an unexpected error")
         self._mark(getattr(exc, "field", None))
@@ -269,6 +270,7 @@ class Generator:
         try:
             self.tokens.value = token_html(count_tokens(self.prompt.value, self.base))
         except Exception as e:  # noqa: BLE001 - a counter must never break typing
+            raise_if_strict(e)
             self.tokens.value = error_html(e)
 
     def load(self):

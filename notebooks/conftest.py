@@ -1,8 +1,10 @@
 """nbval runs of the notebooks (`pytest --nbval-lax notebooks/`, part of `pytest -q`).
 
 Each notebook's kernel starts offline, on the tiny model, with no config.env and no
-secrets, writing into its own temporary output folder. A notebook (or a cell) that needs
-a fluxnb module that has not landed yet is skipped with the reason said.
+secrets, writing into its own temporary output folder, in strict mode (FLUXNB_STRICT=1:
+an error a form would show is raised, so its cell fails). Each notebook ends with a cell
+that checks what it made. A notebook (or a cell) that needs a fluxnb module that has not
+landed yet is skipped with the reason said.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def pytest_runtest_setup(item):
         os.environ.pop(name, None)
     os.environ.update({
         "HF_HUB_OFFLINE": "1",
+        "FLUXNB_STRICT": "1",  # the forms raise what they would show (fluxnb.errors.raise_if_strict)
         "FLUXNB_MODEL": "tiny",
         "FLUXNB_CONFIG_ENV": str(base / "no-config.env"),  # a path that does not exist: no config.env
         "FLUXNB_OUTPUT_DIR": str(base / f"nb-{item.path.stem}" / "outputs"),
