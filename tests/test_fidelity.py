@@ -226,7 +226,7 @@ def test_the_command_makes_diffusers_pixels(reference, tiny_model, tmp_path):
 
 def test_sweep_cells_are_diffusers_pixels(reference, tiny_model, tmp_path):
     """Two prompts (one past CLIP's limit) x two guidance values: the cells sharing a
-    guidance are denoised together, one batch of 2 per pipeline call (the CPU default). A
+    guidance are denoised together, 2 per pipeline call (on the CPU a sweep batches up to 4). A
     batched call may move a pixel by up to 2/255: the batch's float32 matrix products are
     blocked differently from a single image's, so sums round differently. Guidance, steps
     and seed faults move pixels by far more (test_the_cases_differ)."""
@@ -264,11 +264,13 @@ def test_batch_items_are_diffusers_pixels(reference, tiny_model, tmp_path):
 
 
 def test_ray_items_are_diffusers_pixels(reference, tiny_model, tmp_path):
-    """`fluxnb.sweep(..., backend="ray", workers=1)` on a local Ray that the call starts and
-    stops: each cell is made alone by the worker. A Ray worker runs torch on 1 thread
-    (Ray sets OMP_NUM_THREADS to the worker's 1 CPU); float32 sums split over another number
-    of threads can round a pixel differently, so the reference is made on 1 thread too and
-    the pixels must then be exact."""
+    """`fluxnb.sweep(..., backend="ray", workers=1)` on a local Ray of 1 CPU: each cell is
+    made alone by the worker, which runs torch on 1 thread (Ray sets OMP_NUM_THREADS to the
+    worker's CPUs). float32 sums split over another number of threads can round a pixel
+    differently (by 1/255), so the reference is made on 1 thread too, and the pixels must
+    then be exact."""
+    import logging
+
     try:
         import ray
     except ImportError:
@@ -276,14 +278,17 @@ def test_ray_items_are_diffusers_pixels(reference, tiny_model, tmp_path):
             raise
         pytest.skip("Ray is not installed: pip install 'fluxnb[ray]' (./runpod_setup.sh --dev installs it)")
     assert not ray.is_initialized()
-    base = Case(steps=2, width=64, height=48, max_sequence_length=256, guidance=5.0)
-    result = fluxnb.sweep(LONG, seeds=[41, 42], model="tiny", size=base.size, steps=base.steps,
-                          guidance=base.guidance, max_sequence_length=base.max_sequence_length, image_format="png",
-                          out=tmp_path, progress=False, backend="ray", workers=1)
-    assert not ray.is_initialized()  # the call stopped the Ray it started
+    base = CASES["past-clip-limit"]  # seeds 5 and 6: on 2 CPUs these differ by 1/255 between 1 and 2 threads
+    ray.init(num_cpus=1, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        result = fluxnb.sweep(base.prompt, seeds=[5, 6], model="tiny", size=base.size, steps=base.steps,
+                              guidance=base.guidance, max_sequence_length=base.max_sequence_length,
+                              image_format="png", out=tmp_path, progress=False, backend="ray", workers=1)
+    finally:
+        ray.shutdown()
     records = {r["path"]: r for r in fluxnb.runlog.read(tmp_path)}
     assert len(result.cells) == 2 and len(records) == 2 and all(r["worker"] for r in records.values())
     for cell in result.cells:
-        case = replace(base, prompt=LONG, seed=cell.seed)
+        case = replace(base, seed=cell.seed)
         assert_record_tells_the_case(records[str(cell.path)], case, reference)
         assert_same_pixels(pixels(cell.path), reference.pixels(case, threads=1), what=f"Ray cell seed {cell.seed}")
