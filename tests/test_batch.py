@@ -73,9 +73,10 @@ def test_notebook_parameters_are_the_params_keys_and_it_has_no_outputs():
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
-            if cell is not tagged[0]:  # narrative and UI only: a few calls into fluxnb.batch
+            if cell is not tagged[0]:  # narrative and UI only: a few calls into fluxnb.batch (and the check)
                 lines = [ln for ln in cell.source.splitlines() if ln.strip()]
-                assert len(lines) <= 3 and all("batch" in ln or ln.isidentifier() for ln in lines), cell.source
+                assert len(lines) <= 3 and all("batch" in ln or ln.isidentifier() or ln.startswith("assert ")
+                                               for ln in lines), cell.source
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "params").glob("*.yaml")), ids=lambda p: p.name)
@@ -131,14 +132,17 @@ def test_plan_shapes_seeds_and_a_thousand_distinct_items():
     ("prompts: [a]\nhf_token: hf_abcdefgh\n", "'hf_token' looks like a secret"),
     ("prompts: [a]\nANTHROPIC_API_KEY: sk-ant-abcdefgh\n", "'ANTHROPIC_API_KEY' looks like a secret"),
 ])
-def test_bad_params_are_refused_with_the_key_value_and_fix(tmp_path, capsys, text, expected):
+def test_bad_params_are_refused_with_the_key_value_and_fix(tmp_path, capsys, monkeypatch, text, expected):
+    import papermill
+
+    started = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **kw: started.append(a))
     f = write(tmp_path / "bad.yaml", text + "output_dir: out\nmodel: tiny\n")
-    t0 = time.perf_counter()
     rc = cli.main(["batch", str(f)])
     err = capsys.readouterr().err
     assert rc == 2 and expected in err, err
     assert err.count("\n") == 1 and "Traceback" not in err  # one line
-    assert time.perf_counter() - t0 < 5  # no kernel was started
+    assert started == []  # no kernel was started
     assert not (tmp_path / "out").exists() and not (tmp_path / "pwned").exists()
     for secret in ("hf_abcdefgh", "sk-ant-abcdefgh"):
         assert secret not in err

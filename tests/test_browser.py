@@ -3,7 +3,8 @@
 JupyterLab listens on 127.0.0.1 only, with a token passed in JUPYTER_TOKEN (never on a
 command line); the test opens notebooks/generate.ipynb (a copy), runs it, types a
 prompt, clicks Generate, and checks the image in the page and the run-log record.
-Skips only when no Chromium is installed (`apt-get install -y chromium` as root).
+Skips only when no Chromium is installed (`apt-get install -y chromium` as root), and
+fails instead under CI=1 (.ci/run).
 """
 
 from __future__ import annotations
@@ -32,7 +33,21 @@ def chromium() -> str:
     for path in (shutil.which("chromium"), "/usr/bin/chromium"):
         if path and os.access(path, os.X_OK):
             return path
-    pytest.skip("no Chromium: install Debian's with `apt-get install -y chromium` (as root); .ci/run does")
+    missing = "no Chromium: install Debian's with `apt-get install -y chromium` (as root); .ci/run does"
+    if os.environ.get("CI"):  # .ci/run sets CI=1 and installs Chromium: never skip there
+        pytest.fail(missing)
+    pytest.skip(missing)
+
+
+def test_without_chromium_it_skips_but_fails_under_ci(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no Chromium"):
+        chromium()
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="no Chromium"):
+        chromium()
 
 
 def free_port() -> int:
@@ -113,7 +128,8 @@ def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
                                    " const k = w && w.sessionContext && w.sessionContext.session &&"
                                    " w.sessionContext.session.kernel; return k && k.status === 'idle'; }",
                                    timeout=90_000)
-            # 2. Run every cell: the form appears, with the model loaded.
+            # 2. Run every cell: the form appears, with the model loaded (the last cell, the
+            #    notebook's check, clicks Generate once with the default prompt).
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             form = page.locator(".fluxnb-generator")
             form.wait_for(timeout=120_000)
@@ -127,6 +143,8 @@ def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
             # 4. Generate: an image appears in the output, with its settings.
             form.locator("button", has_text="Generate").click()
             img = form.locator("img.fluxnb-image")
+            page.wait_for_function("t => { const s = document.querySelector('.fluxnb-settings');"
+                                   " return s && s.textContent.includes(t); }", arg=PROMPT, timeout=120_000)
             page.wait_for_function("() => { const i = document.querySelector('img.fluxnb-image');"
                                    " return i && i.complete && i.naturalWidth > 0; }", timeout=120_000)
             assert img.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [64, 64]

@@ -120,11 +120,48 @@ def test_a_broken_check_is_a_row_not_a_crash(monkeypatch, capsys):
     assert code == 1 and rows["boom"]["status"] == "fail" and "no nvml" in rows["boom"]["value"]
 
 
+# Loaded first in every Python process that gets its folder on PYTHONPATH: any network
+# use (a name lookup, a TCP connection) is written to $NET_LOG and refused.
+NO_NETWORK = """
+import os, socket
+_log = os.environ["NET_LOG"]
+with open(_log, "a") as f:
+    f.write("armed\\n")
+def _refuse(what):
+    with open(_log, "a") as f:
+        f.write(what + "\\n")
+    raise OSError("network use refused by the test: " + what)
+_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+def _guard(method):
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            _refuse(f"connect {address!r}")
+        return method(self, address)
+    return guarded
+socket.socket.connect, socket.socket.connect_ex = _guard(_connect), _guard(_connect_ex)
+socket.getaddrinfo = lambda host, *a, **k: _refuse(f"getaddrinfo {host!r}")
+"""
+
+
 @pytest.mark.slow
-def test_doctor_works_offline_in_its_own_process(tmp_path):
-    # A hub address nothing listens on, and offline mode off: doctor must not try it.
+@pytest.mark.parametrize("model", ["tiny", "black-forest-labs/FLUX.1-dev"])
+def test_doctor_works_offline_in_its_own_process(tmp_path, model):
+    # Offline mode off, a hub address nothing listens on, and sockets refused: doctor must
+    # not try the hub, even for a hub id with a token (it looks at the disk only).
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(NO_NETWORK)
+    net_log = tmp_path / "net.log"
     r = run_cli("doctor", env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0",
-                               "FLUXNB_MODEL": "tiny", "HF_TOKEN": HF, "FLUXNB_CACHE_DIR": str(tmp_path)}, timeout=120)
-    assert r.returncode == 0, r.stderr
+                               "FLUXNB_MODEL": model, "HF_TOKEN": HF, "FLUXNB_CACHE_DIR": str(tmp_path),
+                               "PYTHONPATH": str(guard), "NET_LOG": str(net_log)}, timeout=120)
+    attempts = net_log.read_text().splitlines()
+    assert "armed" in attempts, "the socket guard did not load"
+    assert [a for a in attempts if a != "armed"] == [], "doctor used the network"
     assert "ok    torch" in r.stdout and HF not in r.stdout + r.stderr
+    if model == "tiny":
+        assert r.returncode == 0, r.stderr
+    else:  # not downloaded: said from the disk, with the fix
+        assert r.returncode == 1 and "FAIL  model" in r.stdout, r.stdout + r.stderr
+        assert f"fluxnb model fetch {model}" in r.stdout
     assert os.environ.get("HF_TOKEN") is None

@@ -87,6 +87,8 @@ def test_the_notebook_check_catches_what_it_should(tmp_path):
 
 def test_committed_notebooks_are_clean():
     notebooks = [p for p in tracked("*.ipynb") if p.is_file()]
+    names = {str(p.relative_to(ROOT)) for p in notebooks}
+    assert {f"notebooks/{n}.ipynb" for n in ("generate", "sweeps", "batch", "runlog")} <= names, names
     bad = {str(p.relative_to(ROOT)): notebook_problems(p) for p in notebooks}
     assert {k: v for k, v in bad.items() if v} == {}
 

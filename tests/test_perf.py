@@ -137,6 +137,18 @@ def test_oom_error_names_a_policy_that_needs_less():
 # Memory policies and precision on the tiny model
 # ---------------------------------------------------------------------------------------
 
+def test_pick_dtype_is_bf16_on_accelerators_never_fp16(tiny_model, outdir):
+    import torch
+
+    from fluxnb.model.pipeline import pick_dtype
+
+    for device in ("cuda", "cuda:1", "mps"):  # fp16 gives FLUX black (NaN) images
+        assert pick_dtype(device) is torch.bfloat16, device
+    assert pick_dtype("cpu") is torch.float32
+    [item] = gen(seed=3, steps=1, output_dir=str(outdir))  # and what a CPU load records
+    assert (item.record["device"], item.record["dtype"]) == ("cpu", "float32")
+
+
 def test_encoders_policy_streams_only_the_text_encoders(tiny_pipe):
     from fluxnb.model.pipeline import apply_offload
 
@@ -276,11 +288,13 @@ def test_compile_s_is_recorded_apart_for_the_first_image_at_a_size(tiny_model, o
 
     a = gen(compile=True, seed=11, steps=4, output_dir=str(outdir), callbacks=[slow_first_step])[0].record
     b = gen(compile=True, seed=12, steps=4, output_dir=str(outdir))[0].record
-    c = gen(compile=True, seed=13, steps=4, size="80x80", output_dir=str(outdir))[0].record
-    assert a["compile"] is True and a["compile_s"] >= 0.25
+    first["left"] = 1
+    c = gen(compile=True, seed=13, steps=4, size="80x80", output_dir=str(outdir), callbacks=[slow_first_step])[0].record
+    # The 0.3 s sleep is measured as compile time; the bounds leave room for a busy machine.
+    assert a["compile"] is True and a["compile_s"] >= 0.15
     assert a["denoise_s"] < a["elapsed_s"] - a["compile_s"] + 0.05   # denoise_s is the steady part
     assert b["compile_s"] == 0.0                                       # same size: compiled already
-    assert c["compile_s"] >= 0.0 and current().compiled_sizes == {(64, 64), (80, 80)}   # a new size: measured again
+    assert c["compile_s"] >= 0.15 and current().compiled_sizes == {(64, 64), (80, 80)}  # a new size: measured again
     df = runlog.load(outdir)
     assert str(df["compile_s"].dtype) == "float64"
     assert df.set_index("seed")["compile_s"].loc[[11, 12]].tolist() == [a["compile_s"], 0.0]
@@ -289,8 +303,8 @@ def test_compile_s_is_recorded_apart_for_the_first_image_at_a_size(tiny_model, o
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("'slow' not in (config.getoption('markexpr') or '')",
-                    reason="a real CPU compile takes 1-2 minutes: run with -m slow")
+@pytest.mark.skipif("'slow' not in (config.getoption('markexpr') or '') and not os.environ.get('CI')",
+                    reason="a real CPU compile takes 1-2 minutes: run with -m slow (CI=1 runs it too)")
 def test_real_compile_on_the_cpu(tiny_model, outdir):
     [a] = gen(compile=True, seed=21, steps=3, output_dir=str(outdir))
     [b] = gen(compile=False, seed=21, steps=3, output_dir=str(outdir))

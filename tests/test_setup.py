@@ -368,6 +368,24 @@ def test_ci_runs_the_readme_test_command():
     commands = [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
     assert len(commands) == 2 and commands[0].startswith("./runpod_setup.sh")
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+    assert "export CI=1" in [line.split("#")[0].strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("ci", ["1", ""])
+def test_under_ci_a_missing_ray_fails_the_ray_tests_instead_of_skipping(tmp_path, ci):
+    hidden = tmp_path / "hide" / "ray"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('ray hidden by the test')\n")
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"PYTHONPATH": str(tmp_path / "hide")}
+    if ci:
+        env["CI"] = ci
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "-rs",
+                        str(ROOT / "tests" / "test_ray.py")], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    if ci:
+        assert r.returncode != 0 and "ray hidden by the test" in r.stdout, r.stdout[-2000:]
+    else:
+        assert r.returncode in (0, 5) and "SKIPPED" in r.stdout and "Ray is not installed" in r.stdout, r.stdout
 
 
 def test_hf_home_from_config_env_reaches_the_hub_client(tmp_path):

@@ -32,9 +32,23 @@ def test_full_scale_is_flux1_dev_architecture():
     assert counts["vae"] == 83_819_683
 
 
-def test_scales_share_the_real_clip_vocabulary():
+# openai/clip-vit-large-patch14's ids for these (its model card and transformers' tests)
+CLIP_IDS = {"a photo of a cat": [49406, 320, 1125, 539, 320, 2368, 49407],
+            "A painting of a squirrel eating a burger": [49406, 320, 3086, 539, 320, 14004, 4371, 320, 6548, 49407]}
+
+
+def test_scales_share_the_real_clip_vocabulary(tiny_model):
+    from transformers import CLIPTokenizer
+
     for scale in testmodel.SCALES:
         assert testmodel.CONFIGS[scale]["transformer"]["in_channels"] == 64  # 16 latent channels, 2x2 packed
+        parts = testmodel.build_components(scale, device="meta")  # nothing allocated
+        tok, clip = parts["tokenizer"], parts["text_encoder"].config
+        assert len(tok) == clip.vocab_size == 49408 and clip.max_position_embeddings == 77, scale
+        for text, ids in CLIP_IDS.items():
+            assert tok(text).input_ids == ids, (scale, text)
+    saved = CLIPTokenizer.from_pretrained(str(tiny_model / "tokenizer"))  # as diffusers loads it from the folder
+    assert len(saved) == 49408 and all(saved(text).input_ids == ids for text, ids in CLIP_IDS.items())
 
 
 def test_unknown_scale():

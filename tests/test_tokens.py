@@ -157,6 +157,26 @@ def test_cli_tokens_json(capsys):
     assert tokens.count_clip(out["clip_prompt"]) <= 77
 
 
+def test_t5_counts_say_when_they_are_estimates(capsys, tiny_model):
+    """Without the model's own T5 tokenizer on disk the T5 count is the offline estimate,
+    flagged `t5_exact: false` and said in the table; with it (tiny's), exact."""
+    from transformers import AutoTokenizer
+
+    text = "a lighthouse on a cliff at dusk, oil painting"
+    assert main(["tokens", text, "--json", "--model", "black-forest-labs/FLUX.1-dev"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["t5_exact"] is False
+    assert main(["tokens", text, "--model", "black-forest-labs/FLUX.1-dev"]) == 0
+    assert f"T5   {out['t5_tokens']}/512 tokens (estimate: the model's T5 tokenizer is not cached)" in \
+        capsys.readouterr().out
+    assert main(["tokens", text, "--json", "--model", "tiny"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["t5_exact"] is True
+    assert out["t5_tokens"] == len(AutoTokenizer.from_pretrained(str(tiny_model / "tokenizer_2"))(text).input_ids)
+    assert main(["tokens", text, "--model", "tiny"]) == 0
+    assert "estimate" not in capsys.readouterr().out
+
+
 def test_cli_tokens_plain_highlights_the_tail(capsys):
     text = " ".join(["crimson"] * 100)
     assert main(["tokens", text]) == 0

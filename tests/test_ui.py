@@ -292,7 +292,6 @@ def test_sweep_form_arguments(outdir):
 
 
 def test_sweep_form_runs_a_sweep_shows_and_saves_the_grid(tiny_model, outdir, tmp_path):
-    pytest.importorskip("fluxnb.sweeps", reason="fluxnb.sweeps (the sweeps issue) is not in this checkout yet")
     form = ui.sweep_form(model="tiny", output_dir=str(outdir), prompt="a fox", rows=("seed", "1, 2"),
                          cols=("guidance", "1.5, 3.5, 5.0"))
     form.steps.value = "custom"

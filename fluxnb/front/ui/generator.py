@@ -15,7 +15,7 @@ import dataclasses
 import logging
 
 from ...config.settings import draw_seed, require_prompt, resolve
-from ...errors import FluxnbError
+from ...errors import FluxnbError, raise_if_strict
 from ...prompt.tokens import CLIP_LIMIT
 from .widgets import (ERROR_BORDER, TOGGLE, count_tokens, error_html, esc, label, note, png, preset_value,
                       preset_widgets, row, set_preset, token_html, w)
@@ -126,6 +126,7 @@ class Generator:
 
     def fail(self, exc: Exception) -> None:
         """Show a failure in the form (not as a traceback)."""
+        raise_if_strict(exc)
         if not isinstance(exc, FluxnbError):
             log.exception("the generator form hit an unexpected error")
         self._mark(getattr(exc, "field", None))
@@ -137,6 +138,7 @@ class Generator:
         try:
             self.tokens.value = token_html(count_tokens(self.prompt.value, self.base))
         except Exception as e:  # noqa: BLE001 - a counter must never break typing
+            raise_if_strict(e)
             self.tokens.value = error_html(e)
 
     def load(self):

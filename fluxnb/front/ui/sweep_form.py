@@ -3,7 +3,7 @@ grid inline, a copy saved where you say. Built by `fluxnb.ui.sweep_form(...)`.""
 
 from __future__ import annotations
 
-from ...errors import FluxnbError
+from ...errors import FluxnbError, raise_if_strict
 from ...config.settings import resolve
 from .widgets import error_html, esc, grid_image, note, png, preset_value, preset_widgets, row, w
 
@@ -74,6 +74,7 @@ class SweepForm:
             with self.output:  # the sweep's progress bar over the cells shows in the form
                 self.result = sweeps.sweep(self.prompt.value, **kwargs)
         except Exception as e:  # noqa: BLE001 - shown in the form
+            raise_if_strict(e)
             self.status.value = ""
             self.message.value = error_html(e)
             return None
@@ -101,6 +102,7 @@ class SweepForm:
                                   field="save", value=str(target), fix="use a name ending in .png")
             path = write_new(target.parent, target.name, Path(self.result.grid).read_bytes())
         except Exception as e:  # noqa: BLE001 - shown in the form
+            raise_if_strict(e)
             self.message.value = error_html(e)
             return None
         self.info.value += f'<div class="fluxnb-saved">copy saved: {esc(path)}</div>'
