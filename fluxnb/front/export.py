@@ -5,8 +5,8 @@ What goes in: the images the run log records as `ok` (made in the window), the r
 records of the window (every status), and the other results in the folder (grids,
 batch notebooks and reports, CSV/Parquet exports) whose files changed in the window,
 plus a manifest. Hidden and temporary files, and earlier exports, stay out.
-The zip is written to a temporary file in the target folder and renamed when complete:
-a killed export leaves no partial zip.
+The zip is written with the one atomic write (`fluxnb.files.write_atomic`: a temp file in
+the target folder, renamed when complete): a killed export leaves no partial zip.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from .. import __version__
 from ..outputs import runlog
 from ..errors import FluxnbError, RuntimeFailure
+from ..files import write_atomic
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp"}
 OTHER_EXT = {".ipynb", ".html", ".csv", ".parquet", ".json", ".yaml", ".yml", ".txt", ".md", ".gif", ".mp4"}
@@ -84,12 +85,16 @@ def parse_since(text: str | None, *, now: datetime | None = None) -> datetime | 
     return when.astimezone(timezone.utc)
 
 
-def _created(rec: dict) -> datetime | None:
+def in_window(rec: dict, since: datetime | None) -> bool:
+    """Whether a run-log record was written at or after `since` (every record when None; one
+    without a readable `created_at` is not in a window). Times without a zone are UTC."""
+    if since is None:
+        return True
     try:
         when = datetime.fromisoformat(str(rec.get("created_at", "")).replace("Z", "+00:00"))
     except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        return False
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)) >= since
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,8 +120,7 @@ def _hidden_or_temp(rel: Path) -> bool:
 
 def select(folder: Path, since: datetime | None) -> tuple[list[tuple[Path, str]], list[dict], list[str]]:
     """([(file, name in the zip)], run-log records in the window, recorded images missing)."""
-    records = [r for r in runlog.read(folder, warn=False)
-               if since is None or ((_created(r) or datetime.min.replace(tzinfo=timezone.utc)) >= since)]
+    records = [r for r in runlog.read(folder, warn=False) if in_window(r, since)]
     chosen: dict[Path, str] = {}
     missing = []
     for rec in records:
@@ -200,26 +204,22 @@ def export_run(directory: str | os.PathLike | None = None, *, since: str | None 
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "images": images, "files": [arc for _, arc in files], "records": len(records),
                 "missing_images": missing}
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+
+    def zip_into(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
             for p, arc in files:
                 kind = zipfile.ZIP_STORED if p.suffix.lower() in STORED_EXT else zipfile.ZIP_DEFLATED
                 z.write(p, f"{top}/{arc}", compress_type=kind)
             z.writestr(f"{top}/{runlog.FILE_NAME}",
                        "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
             z.writestr(f"{top}/manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+
+    try:
+        write_atomic(target, zip_into)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
             raise RuntimeFailure(f"out {str(target)!r}: the disk filled up while writing the zip", field="out",
                                  value=str(target), status="disk_full", fix="free some space and rerun") from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
         raise
     return ExportResult(path=str(target), images=images, files=len(files), records=len(records),
                         bytes=target.stat().st_size, since=since or "", skipped=missing)

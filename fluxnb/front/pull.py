@@ -12,8 +12,11 @@ the token and the listing), instead of SSH and download.sh.
   another size is replaced when the pod's copy is newer (a batch notebook still being
   written); one changed here since it was pulled is kept, with a warning.
 - Each file is streamed into a hidden part file in its folder, fsynced, given the pod's
-  modification time, and renamed: an interrupted pull leaves no partial file, and the next
-  pull resumes the part (an HTTP Range request) or starts it over.
+  modification time, and renamed (`fluxnb.files.commit`, the last step of the one atomic
+  write): an interrupted pull leaves no partial file, and the next pull resumes the part
+  (an HTTP Range request) or starts it over. The part is named by the pod's version of the
+  file (`.NAME.SIZE-MTIME.part`), not by process like the atomic write's temp files, so that
+  it outlives the pull that began it and `tidy` leaves it be.
 - The pod's run-log records are appended to the local `runlog.jsonl` of the same folder
   unless already there (by item id, time written, status and image name: a retried item has
   several records), with `path` made the local file's and the pod's kept as `pod_path`.
@@ -33,12 +36,13 @@ import subprocess
 import sys
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from ..errors import FluxnbError, RuntimeFailure
+from ..files import commit
 from ..outputs import runlog
-from .export import IMAGE_EXT, OTHER_EXT, parse_since
+from .export import IMAGE_EXT, OTHER_EXT, in_window, parse_since
 from .pullclient import TIMEOUT_S, Entry, Lab, NotFound, lab_url, read_token, remote_dir_arg
 
 log = logging.getLogger(__name__)
@@ -254,8 +258,7 @@ def fetch(lab: Lab, job: Job, target: Path, advance=lambda n: None) -> Path:
                              " (did it change while pulling?)", field="url", value=lab.url,
                              fix="run the same pull again")
     os.utime(part, (e.mtime, e.mtime))
-    os.replace(part, target)
-    return target
+    return commit(part, target)
 
 
 def stopped(lab: Lab, e: Entry, got: int, why: str = "") -> RuntimeFailure:
@@ -314,16 +317,6 @@ def merge_runlog(lab: Lab, e: Entry, local_dir: Path, cutoff: datetime | None, c
     if bad:
         log.warning("%s: skipped %d unreadable record(s)", e.rel, bad)
     return new
-
-
-def in_window(rec: dict, cutoff: datetime | None) -> bool:
-    if cutoff is None:
-        return True
-    try:
-        when = datetime.fromisoformat(str(rec.get("created_at", "")).replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)) >= cutoff
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import FluxnbError, RuntimeFailure
+from ..files import write_atomic
 from .hub import find_token, free_bytes, gb, hub_cache, hub_error, repo_folder
 from ..config.settings import normalize_model
 
@@ -176,11 +177,9 @@ def fetch(model: str, *, verify: str = "sha256", min_free_bytes: int | None = No
                          elapsed_s=round(time.perf_counter() - t0, 3))
     mark = _marker(model)
     mark.parent.mkdir(parents=True, exist_ok=True)
-    tmp = mark.with_name(f".{mark.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"model": model, "path": str(path), "revision": info.sha, "verified": verify,
-                               "verified_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                               "files": {p: f.size for p, f in wanted.items()}}, indent=1), encoding="utf-8")
-    os.replace(tmp, mark)
+    write_atomic(mark, json.dumps({"model": model, "path": str(path), "revision": info.sha, "verified": verify,
+                                   "verified_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                   "files": {p: f.size for p, f in wanted.items()}}, indent=1))
     log.info("%s: %d files, %s, verified (%s) in %s", model, len(wanted), gb(total), verify, path)
     return result
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..config.environment import TINY_BUILD, tiny_model_dir
 from ..errors import FluxnbError
+from ..files import commit
 
 log = logging.getLogger(__name__)
 SCALES = ("tiny", "small", "full")
@@ -124,6 +125,9 @@ def build(directory: str | os.PathLike, scale: str = "tiny", *, device: str = "c
     if scale == "full":
         log.warning("building the full FLUX.1-dev architecture: ~12B + 4.7B random parameters (%s)",
                     "about 33 GB on disk in bf16" if dtype is not None else "about 66 GB in float32")
+    # A folder of many files (save_pretrained writes them), so not the one atomic write of a file:
+    # it is built whole in a folder of its own beside the target (mkdtemp: unique, so two builders
+    # never share one), then renamed into place with the atomic write's last step (files.commit).
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -134,7 +138,7 @@ def build(directory: str | os.PathLike, scale: str = "tiny", *, device: str = "c
             "Its images are noise: it exists to test and benchmark the code, not to make pictures.\n")
         if target.exists():
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        commit(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,5 +1,7 @@
-"""Drawing labelled image grids, the one way: sweep grids, grids from the run log and
-batch contact sheets all use `draw` (or `label_font` and `wrap`) here.
+"""Drawing labelled image grids, the one way: sweep grids and grids from the run log use
+`draw`; batch contact sheets (runs/batch/contact.py: thumbnails flowing in rows, read one at a
+time) lay out their own cells but draw them with the same pieces: `label_font`, `wrap`,
+`write_lines` and `paint_cell` (an image centred, or a grey box saying why there is none).
 
 A grid is a title (the settings every cell shares), column labels across the top, row
 labels down the left, and the images. `encode_png` saves one with A1111's `parameters`
@@ -12,7 +14,8 @@ import functools
 from pathlib import Path
 
 LABEL_LINES, TITLE_LINES = 3, 5
-MISSING = (232, 232, 232)
+MISSING = (216, 216, 216)  # a cell without an image
+REASON = "darkred"         # why, written in it
 
 
 @functools.lru_cache(maxsize=8)
@@ -60,6 +63,36 @@ def wrap(text, font, width: float, max_lines: int) -> list[str]:
     return lines
 
 
+def line_height(font) -> int:
+    ascent, descent = font.getmetrics()
+    return ascent + descent + 2
+
+
+def write_lines(pen, xy: tuple, lines: list[str], font, *, fill="black", anchor: str = "la") -> int:
+    """Paint `lines` one under another from `xy` (`anchor` as Pillow's: "ma" centres them on
+    x); returns the height they take."""
+    x, y = xy
+    lh = line_height(font)
+    for i, ln in enumerate(lines):
+        pen.text((x, y + i * lh), ln, fill=fill, font=font, anchor=anchor)
+    return len(lines) * lh
+
+
+def paint_cell(canvas, pen, box: list, image=None, *, why: str = "", font=None) -> list:
+    """Paint one cell into `box` ([x, y, w, h]): `image` (PIL) centred in it, or, when None,
+    a grey box with `why` written in it (in `font`). Returns [x, y, w, h] of what it painted."""
+    x, y, w, h = box
+    if image is None:
+        pen.rectangle([x, y, x + w - 1, y + h - 1], fill=MISSING)
+        if why and font is not None:
+            lines = wrap(why, font, w - 8, max(1, (h - 8) // line_height(font)))
+            write_lines(pen, (x + 4, y + 4), lines, font, fill=REASON)
+        return [x, y, w, h]
+    ox, oy = x + (w - image.width) // 2, y + (h - image.height) // 2
+    canvas.paste(image if image.mode == "RGB" else image.convert("RGB"), (ox, oy))
+    return [ox, oy, image.width, image.height]
+
+
 def draw(images: list, row_labels: list, col_labels: list, title: list) -> tuple[object, list]:
     """A grid of `images` (rows x columns of PIL images, None for a missing cell) with
     labels. `title`: lines, each a string or a list of items. Returns (PIL image, boxes):
@@ -76,8 +109,7 @@ def draw(images: list, row_labels: list, col_labels: list, title: list) -> tuple
     nrows, ncols = len(images), max(len(r) for r in images)
     fs = max(12, min(40, min(cw, ch) // 12))
     font = label_font(fs)
-    ascent, descent = font.getmetrics()
-    lh, pad, gap = ascent + descent + 2, fs // 2, max(2, fs // 4)
+    lh, pad, gap = line_height(font), fs // 2, max(2, fs // 4)
     col_lines = [wrap(t, font, cw - 2, LABEL_LINES) for t in col_labels]
     row_w = min(max((font.getlength(t) for t in row_labels), default=0), max(cw, 12 * fs))
     row_lines = [wrap(t, font, row_w, LABEL_LINES + 1) for t in row_labels]
@@ -94,31 +126,20 @@ def draw(images: list, row_labels: list, col_labels: list, title: list) -> tuple
     # 2. Paint: title, column labels, row labels, images.
     canvas = Image.new("RGB", (width, height), "white")
     pen = ImageDraw.Draw(canvas)
-    for i, ln in enumerate(title_lines):
-        pen.text((pad, pad + i * lh), ln, fill="black", font=font)
+    write_lines(pen, (pad, pad), title_lines, font)
     boxes = []
     for r in range(nrows):
         y = th + hh + r * (ch + gap)
         if r < len(row_lines):
-            lines = row_lines[r]
-            top = y + (ch - len(lines) * lh) // 2
-            for i, ln in enumerate(lines):
-                pen.text((x0 + rw // 2, top + i * lh), ln, fill="black", font=font, anchor="ma")
+            write_lines(pen, (x0 + rw // 2, y + (ch - len(row_lines[r]) * lh) // 2), row_lines[r], font, anchor="ma")
         boxes.append([])
         for c in range(ncols):
             x = x0 + rw + c * (cw + gap)
             if r == 0 and c < len(col_lines):
-                top = th + hh - pad - len(col_lines[c]) * lh
-                for i, ln in enumerate(col_lines[c]):
-                    pen.text((x + cw // 2, top + i * lh), ln, fill="black", font=font, anchor="ma")
+                write_lines(pen, (x + cw // 2, th + hh - pad - len(col_lines[c]) * lh), col_lines[c], font,
+                            anchor="ma")
             im = images[r][c] if c < len(images[r]) else None
-            if im is None:
-                pen.rectangle([x, y, x + cw - 1, y + ch - 1], fill=MISSING)
-                boxes[-1].append([x, y, cw, ch])
-                continue
-            ox, oy = x + (cw - im.width) // 2, y + (ch - im.height) // 2
-            canvas.paste(im.convert("RGB"), (ox, oy))
-            boxes[-1].append([ox, oy, im.width, im.height])
+            boxes[-1].append(paint_cell(canvas, pen, [x, y, cw, ch], im))
     return canvas, boxes
 
 
@@ -130,8 +151,6 @@ def encode_png(image, first_record: dict, meta: dict) -> bytes:
             "guidance", "width", "height", "model", "model_name", "fluxnb_version")
     head = {k: first_record.get(k) for k in keys if k in first_record}
     return encode(image, {**head, **meta}, "png")
-
-
 
 
 def show_value(v) -> str:

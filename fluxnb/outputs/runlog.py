@@ -120,9 +120,10 @@ def export(directory: str | os.PathLike, target: str | os.PathLike) -> Path:
 
 
 def write_table(df, target: str | os.PathLike) -> Path:
-    """Write a run-log DataFrame as CSV or Parquet (by the target's extension), atomically:
-    a temp file beside the target, then a rename. An unknown extension writes nothing."""
+    """Write a run-log DataFrame as CSV or Parquet (by the target's extension), atomically
+    (`fluxnb.files.write_atomic`). An unknown extension writes nothing."""
     from ..errors import FluxnbError
+    from ..files import write_atomic
 
     target = Path(target)
     ext = target.suffix.lower()
@@ -130,16 +131,9 @@ def write_table(df, target: str | os.PathLike) -> Path:
         raise FluxnbError(f"export {str(target)!r}: unknown format {ext or '(none)'}", field="export",
                           value=str(target), fix="name a .csv or .parquet file")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        if ext == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    if ext == ".csv":
+        return write_atomic(target, lambda f: df.to_csv(f, index=False))
+    return write_atomic(target, lambda f: df.to_parquet(f, index=False))
 
 
 def summary(directory: str | os.PathLike) -> str:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import FluxnbError
+from ..files import write_atomic
 from ..config.environment import PACKAGE_DIR, getenv
 from ..config.settings import defaults, require_prompt
 
@@ -162,19 +161,11 @@ def cache_get(key: str, prompt: str) -> dict | None:
 
 def cache_put(key: str, rec: dict) -> None:
     path = cache_path(key)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(rec, f, ensure_ascii=False, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(rec, ensure_ascii=False, indent=1))
     except OSError as e:
         log.warning("could not cache the enhancement in %s (%s)", path.parent, e)
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------

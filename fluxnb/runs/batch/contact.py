@@ -1,7 +1,9 @@
 """Contact sheets: a labelled grid of thumbnails read back from image files.
 
-Images are opened one at a time and pasted small (never all held in memory); a cell
-without an image is a grey box saying why. Written atomically with `output.write_new`.
+Drawn with the grids' pieces (`outputs.grids`: its font, wrapping, and cells: an image, or
+a grey box saying why there is none); the layout is the sheet's own: thumbnails flowing
+`columns` to a row with a label under each, a title, a legend. Images are opened one at a
+time and pasted small (never all held in memory). Written atomically with `write_new`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-GREY = (216, 216, 216)
+from ...outputs.files import write_new
+from ...outputs.grids import label_font, line_height, paint_cell, wrap, write_lines
 
 
 @dataclass
@@ -44,23 +47,6 @@ class Sheet:
         return buf.getvalue()
 
 
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):
-        return ImageFont.load_default()
-
-
-def _fit(draw, text: str, font, width: int) -> str:
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
-
-
 def thumb_side(n: int) -> int:
     """Thumbnail side by number of cells: big for a few, small for thousands."""
     return 256 if n <= 16 else 192 if n <= 64 else 128 if n <= 400 else 96
@@ -69,23 +55,23 @@ def thumb_side(n: int) -> int:
 def render(cells: list[Cell], *, columns: int, aspect: float = 1.0, title: str = "", subtitle: str = "",
            legend: list[str] = ()):
     """The sheet as a PIL image: a title, `columns` cells a row (thumbnails at `aspect`
-    width/height), then legend lines."""
+    width/height, each labelled underneath), then legend lines."""
     from PIL import Image, ImageDraw
 
     # 1. Layout.
     n, cols = len(cells), max(1, columns)
     side = thumb_side(n)
     tw, th = (side, max(1, round(side / aspect))) if aspect >= 1 else (max(1, round(side * aspect)), side)
-    pad, cap, line = 6, 16, 16
-    head = 2 * line + pad
+    font, small = label_font(13), label_font(11)
+    line, cap, pad = line_height(font), line_height(small), 6
+    head = line + cap + pad
     rows = math.ceil(n / cols)
     width = max(cols * (tw + pad) + pad, 640)
-    height = head + rows * (th + cap + pad) + pad + len(legend) * line + pad
+    height = head + rows * (th + cap + pad) + pad + len(legend) * cap + pad
     sheet = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(sheet)
-    font, small = _font(13), _font(11)
-    draw.text((pad, pad), _fit(draw, title, font, width - 2 * pad), fill="black", font=font)
-    draw.text((pad, pad + line), _fit(draw, subtitle, small, width - 2 * pad), fill="dimgray", font=small)
+    pen = ImageDraw.Draw(sheet)
+    write_lines(pen, (pad, pad), wrap(title, font, width - 2 * pad, 1), font)
+    write_lines(pen, (pad, pad + line), wrap(subtitle, small, width - 2 * pad, 1), small, fill="dimgray")
     # 2. Cells: each image opened, shrunk, pasted and closed; a grey box saying why when missing.
     for k, cell in enumerate(cells):
         x, y = pad + (k % cols) * (tw + pad), head + (k // cols) * (th + cap + pad)
@@ -94,24 +80,18 @@ def render(cells: list[Cell], *, columns: int, aspect: float = 1.0, title: str =
                 raise OSError(cell.why)
             with Image.open(cell.path) as im:
                 im.draft("RGB", (tw, th))
-                sheet.paste(im.convert("RGB").resize((tw, th)), (x, y))
+                paint_cell(sheet, pen, [x, y, tw, th], im.convert("RGB").resize((tw, th)))
         except OSError:
-            draw.rectangle((x, y, x + tw - 1, y + th - 1), fill=GREY)
-            why = cell.why if cell.path is None else "unreadable"
-            draw.text((x + 4, y + 4), _fit(draw, why, small, tw - 8), fill="darkred", font=small)
-        draw.text((x, y + th + 2), _fit(draw, cell.label, small, tw), fill="black", font=small)
+            paint_cell(sheet, pen, [x, y, tw, th], why=cell.why if cell.path is None else "unreadable", font=small)
+        write_lines(pen, (x, y + th + 2), wrap(cell.label, small, tw, 1), small)
     # 3. Legend.
-    y = head + rows * (th + cap + pad) + pad
-    for text in legend:
-        draw.text((pad, y), _fit(draw, text, small, width - 2 * pad), fill="black", font=small)
-        y += line
+    write_lines(pen, (pad, head + rows * (th + cap + pad) + pad),
+                [wrap(text, small, width - 2 * pad, 1)[0] for text in legend], small)
     return sheet
 
 
 def write(cells: list[Cell], directory: str | Path, name: str, **kw) -> Sheet:
     """Render and write the sheet as PNG under `directory/name` (atomic, never overwrites)."""
-    from ...outputs.files import write_new
-
     buf = io.BytesIO()
     render(cells, **kw).save(buf, format="PNG")
     return Sheet(write_new(directory, name, buf.getvalue()))

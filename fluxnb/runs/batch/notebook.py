@@ -2,7 +2,7 @@
 
 - The kernel is this very Python (the venv's), whatever kernelspecs the machine has, and
   talks over unix sockets in the private Jupyter runtime folder rather than TCP ports.
-- The executed notebook is saved atomically (temp file, fsync, rename) at every save,
+- The executed notebook is saved atomically (`fluxnb.files.write_atomic`) at every save,
   so a kill -9 never leaves a torn report, and scrubbed of the values of known secrets.
 - What the notebook prints goes to this console too, scrubbed the same way.
 """
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ...errors import RuntimeFailure
+from ...files import pid_alive, write_atomic
 from ...logs import scrub
 
 SCHEME = "fluxnb-report://"
@@ -39,17 +40,7 @@ class _ReportIO:
         return self._path(path).read_text(encoding="utf-8")
 
     def write(self, buf, path):
-        target = self._path(path)
-        data = scrub(buf).replace(SCHEME, "").encode("utf-8")
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(self._path(path), scrub(buf).replace(SCHEME, ""))
 
     def listdir(self, path):
         return [SCHEME + str(q) for q in self._path(path).iterdir()]
@@ -83,14 +74,10 @@ def tidy_runtime() -> int:
     """Remove the kernel sockets (`fluxnb-PID-*`) of runs whose process was killed."""
     removed = 0
     for f in _runtime_dir().glob("fluxnb-*-*-*"):
-        try:
-            os.kill(int(f.name.split("-")[1]), 0)
-            continue  # still running
-        except ProcessLookupError:
+        pid = f.name.split("-")[1]
+        if pid.isdigit() and not pid_alive(int(pid)):
             f.unlink(missing_ok=True)
             removed += 1
-        except (ValueError, PermissionError):
-            continue
     return removed
 
 
