@@ -104,13 +104,18 @@ conf_value() {  # conf_value NAME: NAME's value in config.env (last one wins), q
   sed -n -E "s/^[[:space:]]*(export[[:space:]]+)?$1[[:space:]]*=[[:space:]]*//p" "$CONFIG" | tail -n 1 \
     | sed -E "s/[[:space:]]+\$//; s/^\"(.*)\"\$/\\1/; s/^'(.*)'\$/\\1/"
 }
+# The names are fluxnb's (fluxnb/model/hub.py TOKEN_NAMES); HUGGINGFACE_TOKEN is flux-generate.sh's.
+# On a pod, also the token file where flux-generate.sh and `hf auth login` put it: ~/.cache/huggingface.
 TOKEN_SOURCE=""
-if [ -n "${HF_TOKEN:-}" ]; then TOKEN_SOURCE="the environment (HF_TOKEN)"
-elif [ -n "${HUGGING_FACE_HUB_TOKEN:-}" ]; then TOKEN_SOURCE="the environment (HUGGING_FACE_HUB_TOKEN)"
-elif [ -n "$(conf_value HF_TOKEN)" ]; then TOKEN_SOURCE="config.env ($CONFIG)"
-elif [ -n "$(conf_value HUGGING_FACE_HUB_TOKEN)" ]; then TOKEN_SOURCE="config.env ($CONFIG)"
-elif [ -s "${HF_TOKEN_PATH:-$HF_HOME/token}" ]; then TOKEN_SOURCE="the token file (${HF_TOKEN_PATH:-$HF_HOME/token})"
-fi
+for name in HF_TOKEN HUGGING_FACE_HUB_TOKEN HUGGINGFACE_TOKEN; do
+  if [ -n "${!name:-}" ]; then TOKEN_SOURCE="the environment ($name)"; break; fi
+done
+for name in HF_TOKEN HUGGING_FACE_HUB_TOKEN HUGGINGFACE_TOKEN; do
+  if [ -z "$TOKEN_SOURCE" ] && [ -n "$(conf_value "$name")" ]; then TOKEN_SOURCE="config.env ($CONFIG)"; fi
+done
+for f in "${HF_TOKEN_PATH:-$HF_HOME/token}" "$([ "$POD" = 1 ] && echo "$HOME/.cache/huggingface/token")"; do
+  if [ -z "$TOKEN_SOURCE" ] && [ -n "$f" ] && [ -s "$f" ]; then TOKEN_SOURCE="the token file ($f)"; fi
+done
 
 TINY_WHY=""
 if [ "$FORCE_TINY" = 1 ]; then TINY_WHY="--tiny was given"

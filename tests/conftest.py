@@ -23,7 +23,8 @@ def session_env(tmp_path_factory):
         "NO_COLOR": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    for name in ("ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "RUNPOD_POD_ID", "JUPYTER_TOKEN"):
+    for name in ("ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", "RUNPOD_POD_ID",
+                 "JUPYTER_TOKEN"):
         os.environ.pop(name, None)
     for name in list(os.environ):
         if name.startswith("FLUXNB_") and name not in env:

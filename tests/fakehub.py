@@ -1,7 +1,7 @@
 """A tiny stand-in for the Hugging Face hub on 127.0.0.1, for the model-fetch tests.
 
-It answers the calls `fluxnb model fetch` makes (auth-check, model info, tree listing,
-file downloads) with the status codes and headers huggingface_hub reads
+It answers the calls `fluxnb model fetch` and `fluxnb doctor --hub` make (whoami,
+auth-check, model info, tree listing, file downloads) with the status codes and headers huggingface_hub reads
 (`hf_raise_for_status`: X-Error-Code GatedRepo, X-Error-Message), for a gated model:
 no token -> 401 GatedRepo, an unknown token -> 401 invalid credentials, a valid token whose
 account has not accepted the licence -> 403 GatedRepo, an accepted one -> 200.
@@ -19,6 +19,7 @@ REPO = "black-forest-labs/FLUX.1-dev"
 SHA = "0ef5fff789c832c5c7f4e127f94c8b54bbcced44"
 GOOD = "hf_" + "a" * 34      # accepted the licence
 NO_LICENCE = "hf_" + "b" * 34  # valid, but the licence was not accepted
+USERS = {GOOD: "alice", NO_LICENCE: "bob"}
 
 
 def _git_sha1(data: bytes) -> str:
@@ -109,7 +110,13 @@ class FakeHub:
                 path = unquote(urlparse(self.path).path)
                 hub.requests.append((self.command, path))
                 api = f"/api/models/{REPO}"
-                if path == f"{api}/auth-check":
+                if path == "/api/whoami-v2":  # any valid token, whatever its licences
+                    token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+                    if token in (GOOD, NO_LICENCE):
+                        self._json({"type": "user", "name": USERS[token]}, head)
+                    else:
+                        self._send(401, b'{"error": "Invalid credentials in Authorization header"}', {}, head)
+                elif path == f"{api}/auth-check":
                     if self._gate(head):
                         self._json({}, head)
                 elif path in (api, f"{api}/revision/main", f"{api}/revision/{SHA}"):

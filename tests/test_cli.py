@@ -25,6 +25,25 @@ def test_generate_prints_the_path(tiny_model, outdir, capsys):
     assert path.endswith("_5.jpg") and Image.open(path).size == (64, 64)
 
 
+def test_generate_summary_line_per_image_and_quiet(tiny_model, outdir, capsys):
+    import re
+
+    assert main(["generate", "a lighthouse", "--seed", "8", "-n", "2", "--guidance", "4.5", "--out", str(outdir),
+                 *TINY]) == 0
+    cap = capsys.readouterr()
+    paths = cap.out.splitlines()
+    assert [p.rsplit("_", 1)[1] for p in paths] == ["8.jpg", "9.jpg"]  # stdout: the paths alone
+    for path, seed in zip(paths, (8, 9)):
+        assert re.search(rf"saved {re.escape(path)}: 64x64, 2 steps, guidance 4\.5, seed {seed}, \d+\.\d\d s$",
+                         cap.err, re.M), cap.err
+    # --quiet after the subcommand (or -q before it): the path alone, nothing on stderr.
+    for argv in (["generate", "a lighthouse", "--seed", "3", "--quiet"],
+                 ["-q", "generate", "a lighthouse", "--seed", "4"]):
+        assert main([*argv, "--out", str(outdir), *TINY]) == 0
+        cap = capsys.readouterr()
+        assert len(cap.out.splitlines()) == 1 and cap.out.strip().endswith(".jpg") and cap.err == ""
+
+
 def test_generate_json(tiny_model, outdir, capsys):
     assert main(["generate", "a lighthouse", "--seed", "6", "-n", "2", "--format", "png", "--out", str(outdir),
                  "--json", *TINY]) == 0

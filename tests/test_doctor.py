@@ -165,3 +165,68 @@ def test_doctor_works_offline_in_its_own_process(tmp_path, model):
         assert r.returncode == 1 and "FAIL  model" in r.stdout, r.stdout + r.stderr
         assert f"fluxnb model fetch {model}" in r.stdout
     assert os.environ.get("HF_TOKEN") is None
+
+
+# ---------------------------------------------------------------------------------------
+# --hub: the token and the licence, asked of a fake hub on 127.0.0.1; nothing downloaded
+# ---------------------------------------------------------------------------------------
+
+def _hub_env(hub, tmp_path, token=None) -> dict:
+    env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1",
+           "FLUXNB_CACHE_DIR": str(tmp_path / "cache"), "FLUXNB_MODEL": "black-forest-labs/FLUX.1-dev"}
+    if token:
+        env["HF_TOKEN"] = token
+    return env
+
+
+@pytest.fixture
+def hub():
+    from fakehub import FakeHub
+
+    with FakeHub() as h:
+        yield h
+
+
+@pytest.mark.slow
+def test_doctor_hub_with_an_accepted_licence(hub, tmp_path):
+    from fakehub import GOOD
+
+    r = run_cli("doctor", "--hub", "--json", env=_hub_env(hub, tmp_path, GOOD), timeout=120)
+    rows = _rows(r.stdout)
+    assert list(rows)[-2:] == ["hub_token", "hub_access"]
+    assert rows["hub_token"]["status"] == "ok" and "valid: account alice" in rows["hub_token"]["value"]
+    assert "from the environment (HF_TOKEN)" in rows["hub_token"]["value"]
+    assert rows["hub_access"]["status"] == "ok" and "licence accepted" in rows["hub_access"]["value"]
+    assert rows["model"]["status"] == "fail"  # still not downloaded: --hub fetches nothing
+    assert hub.served == 0 and not any(m == "GET" and "/resolve/" in p for m, p in hub.requests)
+    assert ("HEAD", "/black-forest-labs/FLUX.1-dev/resolve/main/model_index.json") in hub.requests
+    assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").rglob("*.json"))
+    assert GOOD not in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["no licence", "invalid token", "no token"])
+def test_doctor_hub_says_what_model_fetch_says(hub, tmp_path, case):
+    from fakehub import NO_LICENCE
+
+    token = {"no licence": NO_LICENCE, "invalid token": "hf_" + "c" * 34, "no token": None}[case]
+    env = _hub_env(hub, tmp_path, token)
+    r = run_cli("doctor", "--hub", "--json", env=env, timeout=120)
+    assert r.returncode == 1
+    rows = _rows(r.stdout)
+    fetch = run_cli("model", "fetch", "black-forest-labs/FLUX.1-dev", env=env, timeout=120)
+    assert fetch.returncode == 2 and hub.served == 0
+    [error] = [line for line in fetch.stderr.splitlines() if line.startswith("error: ")]
+    row = rows["hub_token"] if case == "invalid token" else rows["hub_access"]
+    assert row["status"] == "fail"
+    assert error == f"error: {row['value']}; {row['fix']}"  # the same message and fix, word for word
+    if case == "no licence":
+        assert rows["hub_token"]["status"] == "ok" and "has not accepted its licence (403)" in row["value"]
+        table = run_cli("doctor", "--hub", env=env, timeout=120).stdout
+        assert "FAIL  hub_access" in table and "-> log in at https://huggingface.co/black-forest-labs/FLUX.1-dev" in table
+    if case == "invalid token":
+        assert "invalid (401)" in row["value"] and "not asked" in rows["hub_access"]["value"]
+    if case == "no token":
+        assert "no Hugging Face token found" in rows["hub_token"]["value"]
+    if token:
+        assert token not in r.stdout + r.stderr

@@ -537,3 +537,79 @@ def test_generate_with_opt_in_fallback_records_it(tiny_model, outdir):
     for where in (rec, fluxnb.read_metadata(img.path)["fluxnb"]):
         assert where["enhancer"] == "local" and where["enhancer_fallback_from"] == "claude"
         assert where["enhanced_prompt"] == local_enhancer.expand("a red fox", 9)
+
+
+# ---------------------------------------------------------------------------------------
+# --verbose: the request and the raw answer (what the seed's test-enhance-verbose.py showed)
+# ---------------------------------------------------------------------------------------
+
+def test_cli_enhance_verbose_shows_request_answer_timings_and_retries(claude, key, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLUXNB_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("FLUXNB_ENHANCE_TEMPERATURE", "0.7")
+    raw = f'"Prompt: {ANSWER}"'  # what Claude said, before fluxnb cleans it
+    claude.script = [error(429, "rate_limit_error", "Number of requests exceeded", {"retry-after-ms": "50"}),
+                     message(text=raw)]
+    prompt = "a red fox in the snow"
+    assert main(["enhance", prompt, "--backend", "claude", "--no-cache", "--verbose"]) == 0
+    cap = capsys.readouterr()
+    system = SYSTEM_FILE.read_text(encoding="utf-8").strip()
+    cfg = enhancer.config()
+    err = cap.err
+    # The request.
+    assert f"enhance claude: request to {claude.url}/v1/messages" in err
+    assert "  model:          claude-sonnet-5-5" in err
+    assert f"  max_tokens:     {cfg['max_tokens']}" in err and "  temperature:    0.7" in err
+    assert f"system prompt:  {len(system)} characters, sha256 {hashlib.sha256(system.encode()).hexdigest()}" in err
+    assert all(f"    | {line}" in err for line in system.splitlines())
+    assert f"  user message:   {prompt}" in err
+    # The raw answer (before cleaning), the attempts and the timings.
+    assert re.search(r"enhance claude: answer in \d+\.\d\d s after 2 attempts", err)
+    assert re.search(r"attempt 1: +rate limited \(HTTP 429: Number of requests exceeded\) after \d+\.\d\d s, "
+                     r"waited 0\.05 s", err)
+    assert re.search(r"attempt 2: +answered in \d+\.\d\d s", err)
+    assert "  stop reason:    end_turn" in err and "  usage:          12 input tokens, 40 output tokens" in err
+    assert f"  text:           {raw!r}" in err
+    assert "msg_01 (model claude-sonnet-5-5)" in err
+    # stdout: the cleaned prompt, as without --verbose.
+    assert cap.out.splitlines()[0] == ANSWER
+    # The successful call is in the log file too (DEBUG), and the key nowhere.
+    logged = all_text_under(tmp_path / "logs")
+    assert "enhance claude: request to" in logged and "stop reason:    end_turn" in logged and ANSWER in logged
+    assert key not in cap.out + err + logged
+    assert key in claude.requests[0]["headers"]["Authorization"]  # it was sent, so it could have leaked
+
+
+def test_without_verbose_the_exchange_is_only_in_the_log_file(claude, key, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLUXNB_LOG_DIR", str(tmp_path / "logs"))
+    assert main(["enhance", "a red fox", "--backend", "claude", "--no-cache"]) == 0
+    cap = capsys.readouterr()
+    assert "system prompt:" not in cap.err and "stop reason" not in cap.err
+    logged = all_text_under(tmp_path / "logs")
+    assert "  user message:   a red fox" in logged and "answer in" in logged and key not in logged
+    # From the cache: no request, and -v says so.
+    assert main(["enhance", "a red fox", "--backend", "claude", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "answer from the cache, no request" in err and "request to" not in err
+    assert len(claude.requests) == 1
+
+
+def test_verbose_and_quiet_after_the_subcommand_or_before_it():
+    from fluxnb.front.cli import build_parser
+
+    parser = build_parser()
+    for argv, verbose, quiet in ((["generate", "x", "-v"], True, False), (["-v", "generate", "x"], True, False),
+                                 (["generate", "x"], False, False), (["enhance", "x", "--verbose"], True, False),
+                                 (["generate", "x", "--quiet"], False, True), (["-q", "generate", "x"], False, True),
+                                 (["doctor", "-q"], False, True)):
+        args = parser.parse_args(argv)
+        assert (args.verbose, args.quiet) == (verbose, quiet), argv
+
+
+def test_generate_v_shows_the_claude_exchange(tiny_model, outdir, claude, key, capsys):
+    prompt = f"a red fox {time.time_ns()}"
+    assert main(["generate", prompt, "--enhance", "claude", "--model", "tiny", "--steps", "1", "--size", "64x64",
+                 "--out", str(outdir), "-v"]) == 0
+    cap = capsys.readouterr()
+    assert f"  user message:   {prompt}" in cap.err and "  stop reason:    end_turn" in cap.err
+    assert key not in cap.err + cap.out
+    assert cap.out.strip().endswith(".jpg") and len(cap.out.splitlines()) == 1

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from support import ROOT
 
-SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ANTHROPIC_API_KEY", "JUPYTER_TOKEN", "JUPYTER_PASSWORD")
+from fluxnb.config.environment import SECRET_NAMES
+
 KEY_PATTERNS = {
     "Anthropic key": re.compile(r"sk-ant-[A-Za-z0-9_\-]{16,}"),
     "Hugging Face token": re.compile(r"\bhf_[A-Za-z0-9]{30,}"),

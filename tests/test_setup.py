@@ -149,6 +149,30 @@ def test_dry_run_gpu_without_token_sets_up_tiny_and_says_why(tmp_path):
     assert "model fetch black-forest-labs/FLUX.1-dev" in out
 
 
+def test_dry_run_finds_the_seed_token_names_and_file(tmp_path):
+    """flux-generate.sh's HUGGINGFACE_TOKEN (config.env or environment), and on a pod its token
+    file in ~/.cache/huggingface (HF_HOME is on the volume there), count as the token."""
+    _with_gpu(tmp_path)
+    seed = "hf_" + "S" * 34
+    (tmp_path / "config.env").write_text(f"HUGGINGFACE_TOKEN={seed}\nRUNPOD_HOST=1.2.3.4\n")
+    r = setup_sh("--dry-run", "--no-lab", env=_env(tmp_path))
+    assert r.returncode == 0 and f"found in config.env ({tmp_path}/config.env) (not shown)" in r.stdout
+    assert "model fetch black-forest-labs/FLUX.1-dev" in r.stdout and seed not in r.stdout + r.stderr
+    (tmp_path / "config.env").unlink()
+    r = setup_sh("--dry-run", "--no-lab", env=_env(tmp_path, HUGGINGFACE_TOKEN=seed))
+    assert "found in the environment (HUGGINGFACE_TOKEN) (not shown)" in r.stdout
+    home = tmp_path / "home"
+    (home / ".cache" / "huggingface").mkdir(parents=True)
+    (home / ".cache" / "huggingface" / "token").write_text(seed)
+    r = setup_sh("--dry-run", "--no-lab", env=_env(tmp_path, HOME=str(home)))
+    assert "tiny (no Hugging Face token" in r.stdout  # off a pod: HF_HOME's own token file only
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    r = setup_sh("--dry-run", "--no-lab", env=_env(tmp_path, HOME=str(home), FLUXNB_WORKSPACE=str(ws)))
+    assert f"found in the token file ({home}/.cache/huggingface/token) (not shown)" in r.stdout
+    assert "model fetch black-forest-labs/FLUX.1-dev" in r.stdout and seed not in r.stdout + r.stderr
+
+
 @pytest.mark.skipif(Path(sys.prefix).resolve() != (ROOT / ".venv").resolve(),
                     reason="needs the .venv that runpod_setup.sh made in this checkout")
 def test_rerun_changes_nothing_and_keeps_user_lines(tmp_path, session_env, tiny_model):
@@ -340,6 +364,58 @@ def test_environment_yml_has_the_same_dependencies_as_pyproject():
     wanted = dict(_split(r) for r in _pyproject()["dependencies"])
     assert conda == wanted
     assert "-e ." in pip_lines  # fluxnb itself, from the checkout
+
+
+def _closure(names: set[str]) -> set[str]:
+    """These distributions and everything they require (as installed), names normalised."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    todo, seen = [(n, ()) for n in names], set()
+    while todo:
+        name, extras = todo.pop()
+        key = name.lower().replace("_", "-")
+        if (key, extras) in seen:
+            continue
+        seen.add((key, extras))
+        for line in metadata.requires(name) or []:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                todo.append((req.name, tuple(req.extras)))
+    return {k for k, _ in seen}
+
+
+def test_environment_yml_documents_how_to_run_the_tests():
+    """Its header says which extras make it run the test suite; those extras are pyproject's,
+    the same as runpod_setup.sh --dev installs, and they bring every package a test imports."""
+    import ast
+    from importlib import metadata
+
+    text = (ROOT / "environment.yml").read_text()
+    [line] = [ln for ln in text.splitlines() if ln.startswith("#") and "pip install -e" in ln]
+    extras = re.search(r'pip install -e "\.\[([a-z,]+)\]"', line).group(1).split(",")
+    assert "python -m pytest" in line
+    optional = _pyproject()["optional-dependencies"]
+    assert set(extras) <= set(optional) and "dev" in extras
+    assert f'EXTRA="[{",".join(extras)}]"' in SCRIPT.read_text()  # what --dev installs
+    wanted = {_split(r)[0] for r in _pyproject()["dependencies"]}
+    wanted |= {_split(r)[0] for extra in extras for r in optional[extra]}
+    provided = _closure(wanted)
+    # Every third-party module the tests import comes with those (directly or as a dependency).
+    local = {p.stem for folder in ("tests", "benchmarks", "notebooks") for p in (ROOT / folder).rglob("*.py")}
+    modules = set()
+    for path in [*(ROOT / "tests").rglob("*.py"), ROOT / "notebooks" / "conftest.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    modules -= set(sys.stdlib_module_names) | local | {"fluxnb"}
+    dists = metadata.packages_distributions()
+    missing = {m for m in modules if not {d.lower().replace("_", "-") for d in dists.get(m, [])} & provided}
+    assert not missing, f"imported by the tests but not brought by pyproject's dependencies + {extras}: {missing}"
+    assert {"pytest", "hypothesis", "nbval", "playwright"} <= provided
 
 
 def test_constraints_pin_versions_pyproject_allows():

@@ -7,12 +7,14 @@ the workspace folder ($FLUXNB_WORKSPACE, default /workspace) exists and is writa
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]   # the fluxnb package
-SECRET_NAMES = ("ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "JUPYTER_TOKEN", "JUPYTER_PASSWORD",
-                "RAY_AUTH_TOKEN")
+SECRET_NAMES = ("ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", "JUPYTER_TOKEN",
+                "JUPYTER_PASSWORD", "RAY_AUTH_TOKEN")
 TINY_BUILD = "1"  # bump when the tiny test model's configuration changes: its cache folder is keyed by it
 
 
@@ -103,7 +105,8 @@ HUB_ENV_NAMES = ("HF_HOME", "HF_HUB_CACHE")
 def apply_hub_env() -> None:
     """The Hugging Face client reads only the environment: copy HF_HOME / HF_HUB_CACHE from
     config.env (where runpod_setup.sh puts them) into it, unless already set. On a RunPod pod
-    with neither, HF_HOME defaults to the volume, so the model is never fetched twice."""
+    with neither, HF_HOME defaults to the volume, so the model is never fetched twice; and a
+    model already downloaded elsewhere on the pod is used there (`reuse_model_cache`)."""
     file_env = None
     for name in HUB_ENV_NAMES:
         if name not in os.environ:
@@ -112,5 +115,96 @@ def apply_hub_env() -> None:
                 os.environ[name] = file_env[name]
     if "HF_HOME" not in os.environ and on_pod():
         os.environ["HF_HOME"] = str(workspace() / ".cache" / "huggingface")
+    if "HF_HUB_CACHE" not in os.environ and on_pod():
+        reuse_model_cache(file_env if file_env is not None else read_env_file(config_env_path()))
+
+
+# ---------------------------------------------------------------------------------------
+# Coming from flux-generate.sh: its model cache, its config.env keys
+# ---------------------------------------------------------------------------------------
+
+SEED_MODEL = "black-forest-labs/FLUX.1-dev"   # what flux-generate.sh downloaded
+SEED_KEYS = ("RUNPOD_HOST", "RUNPOD_PORT", "SSH_KEY", "OUTPUT_DIR_WSL", "OUTPUT_DIR_WINDOWS")
+REUSED_HUB_CACHE: dict = {}   # path, instead_of, model: once reuse_model_cache chose another cache
+
+
+def hub_caches(file_env: dict | None = None) -> list[Path]:
+    """Every Hugging Face hub cache this machine may hold, first the one in use: HF_HUB_CACHE
+    or HF_HOME from config.env, the volume's and the home folder's defaults, and any
+    `<workspace>/*/hub`, `<workspace>/*/huggingface/hub` (wherever an HF_HOME pointed)."""
+    file_env = read_env_file(config_env_path()) if file_env is None else file_env
+    ws, home = workspace(), Path(os.path.expanduser("~"))
+    found = [hf_hub_dir()]
+    if file_env.get("HF_HUB_CACHE"):
+        found.append(Path(file_env["HF_HUB_CACHE"]))
+    if file_env.get("HF_HOME"):
+        found.append(Path(file_env["HF_HOME"]) / "hub")
+    found += [ws / ".cache" / "huggingface" / "hub", home / ".cache" / "huggingface" / "hub", ws]
+    for pattern in ("*/hub", "*/huggingface/hub", ".cache/*/hub", "*"):
+        found += sorted(p for p in ws.glob(pattern) if p.is_dir())
+    out: list[Path] = []
+    for p in found:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def holds_model(hub_cache: Path, repo_id: str) -> Path | None:
+    """The snapshot of `repo_id` with a model_index.json in this hub cache (disk only), or None."""
+    snaps = Path(hub_cache) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        return next((p for p in sorted(snaps.iterdir()) if (p / "model_index.json").is_file()), None)
+    except OSError:
+        return None
+
+
+def reuse_model_cache(file_env: dict | None = None) -> Path | None:
+    """On a pod whose hub cache lacks the model, point the Hugging Face client (HF_HUB_CACHE)
+    at another cache on this machine that holds it (flux-generate.sh's, or wherever an
+    HF_HOME pointed), so 32 GB are not fetched twice. Returns that cache, or None."""
+    model = (getenv("FLUXNB_MODEL") or SEED_MODEL).strip()
+    if model.count("/") != 1 or model.startswith((".", "/", "~")):
+        model = SEED_MODEL
+    caches = hub_caches(file_env)
+    if holds_model(caches[0], model) is not None:
+        return None
+    for cache in caches[1:]:
+        if holds_model(cache, model) is not None:
+            os.environ["HF_HUB_CACHE"] = str(cache)
+            REUSED_HUB_CACHE.update(path=str(cache), instead_of=str(caches[0]), model=model)
+            return cache
+    return None
+
+
+def seed_keys(path: Path | None = None) -> list[str]:
+    """flux-generate.sh's keys found in config.env (fluxnb reads none of them)."""
+    file_env = read_env_file(config_env_path() if path is None else path)
+    return [k for k in SEED_KEYS if k in file_env]
+
+
+def seed_keys_note(keys: list[str]) -> str:
+    return (f"config.env: {', '.join(keys)} (flux-generate.sh's) not needed: fluxnb runs on the pod itself (JupyterLab "
+            "or its terminal), no SSH; `fluxnb pull URL --to DIR` brings images home instead of download.sh")
+
+
+def note_seed_keys_once(show: bool = True) -> None:
+    """Say `seed_keys_note` once per config.env (a marker in the cache); doctor says it every time."""
+    path = config_env_path()
+    try:
+        keys = seed_keys(path) if path and show else []
+    except (OSError, UnicodeDecodeError):  # an unreadable config.env is reported where it is read
+        return
+    if not keys:
+        return
+    digest = hashlib.sha256(f"{Path(path).resolve()}:{','.join(keys)}".encode()).hexdigest()[:16]
+    mark = cache_dir() / "notes" / f"seed-keys-{digest}"
+    if mark.exists():
+        return
+    logging.getLogger("fluxnb.config").info("note: %s", seed_keys_note(keys))
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    except OSError:
+        pass
 
 

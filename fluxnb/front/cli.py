@@ -11,6 +11,7 @@ import logging
 import sys
 
 from .. import __version__
+from ..config.environment import note_seed_keys_once
 from ..errors import FluxnbError
 from .commands import (cmd_batch, cmd_config, cmd_doctor, cmd_enhance, cmd_export, cmd_generate, cmd_grid, cmd_lab, cmd_log,
                        cmd_model_build, cmd_model_fetch, cmd_pull, cmd_sweep, cmd_tokens)
@@ -37,6 +38,8 @@ def add_deploy_commands(sub) -> None:
 
     p = sub.add_parser("doctor", help="is this machine ready? GPU, versions, token, model, disk, keys, JupyterLab")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--hub", action="store_true", help="also ask the Hugging Face hub: the token valid and the "
+                                                       "model's licence accepted (downloads nothing)")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("export", help="zip a run's images, run log and grids for download",
@@ -176,8 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_deploy_commands(sub)
     add_pull_command(sub)
+    for name, p in sub.choices.items():  # `fluxnb generate ... -v` as well as `fluxnb -v generate ...`
+        add_verbosity_flags(p, name)
 
     return parser
+
+
+def add_verbosity_flags(p, command: str) -> None:
+    """-v / -q after the subcommand too; unset (SUPPRESS) they leave the global flags' values."""
+    verbose = {"enhance": "show the request to Claude and its raw answer: model, max_tokens, system prompt and its "
+                          "sha256, user message, stop reason, token usage, timings, retries (never the key)",
+               "generate": "debug output on the console, with the request to Claude and its raw answer"}
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help=verbose.get(command, "debug output on the console"))
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="warnings and errors only" + (": the image paths alone" if command == "generate" else ""))
 
 
 def main(argv=None) -> int:
@@ -191,6 +207,7 @@ def main(argv=None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logs.setup(level)
     try:
+        note_seed_keys_once(show=not args.quiet)
         _fill_defaults(args)
         return args.func(args)
     except FluxnbError as e:

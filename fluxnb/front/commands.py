@@ -225,7 +225,7 @@ def cmd_doctor(args) -> int:
 
     from . import doctor
 
-    checks = doctor.run_checks()
+    checks = doctor.run_checks(hub=args.hub)
     if args.json:
         print_json(doctor.to_json(checks))
     else:

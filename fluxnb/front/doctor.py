@@ -105,8 +105,7 @@ def check_offload(s) -> Check:
 
 
 def check_hf_token(s) -> Check:
-    from ..model.fetch import TOKENS_URL
-    from ..model.hub import find_token
+    from ..model.hub import TOKENS_URL, find_token
 
     token, source = find_token()
     if token:
@@ -125,14 +124,22 @@ def model_cached(model: str) -> tuple[bool, str]:
 
     done = verified_snapshot(model)
     if done is not None:
-        return True, f"downloaded and verified ({gb(done.bytes)}, {done.path})"
+        return True, f"downloaded and verified ({gb(done.bytes)}, {done.path})" + _reused_note()
     from huggingface_hub import snapshot_download
 
     try:
         path = snapshot_download(model, allow_patterns=ALLOW_PATTERNS, local_files_only=True)
     except Exception:  # noqa: BLE001 - any miss means "not here"
         return False, "not downloaded"
-    return True, f"in the Hugging Face cache, not verified by fluxnb ({path})"
+    return True, f"in the Hugging Face cache, not verified by fluxnb ({path})" + _reused_note()
+
+
+def _reused_note() -> str:
+    from ..config.environment import REUSED_HUB_CACHE
+
+    if not REUSED_HUB_CACHE:
+        return ""
+    return f"; reused from {REUSED_HUB_CACHE['path']} ({REUSED_HUB_CACHE['instead_of']} lacked it)"
 
 
 def check_model(s) -> Check:
@@ -191,7 +198,7 @@ def check_lab(s) -> Check:
 
 
 def check_config_env(s) -> Check:
-    from ..config.environment import SECRET_NAMES, config_env_path, read_env_file
+    from ..config.environment import SECRET_NAMES, config_env_path, read_env_file, seed_keys, seed_keys_note
 
     path = config_env_path()
     if path is None:
@@ -200,21 +207,59 @@ def check_config_env(s) -> Check:
     has_secret = any(v.strip() for k, v in read_env_file(path).items() if k in SECRET_NAMES)
     if has_secret and path.stat().st_mode & 0o077:
         return Check("config.env", "warn", f"{path}: holds keys and others can read it", f"chmod 600 {path}")
+    old = seed_keys(path)
+    if old:  # flux-generate.sh's keys: harmless, said
+        return Check("config.env", "info", f"{path} (with {len(old)} key(s) fluxnb does not read)", seed_keys_note(old))
     return Check("config.env", "ok", str(path))
+
+
+# ---------------------------------------------------------------------------------------
+# --hub: asks the Hugging Face hub (the only checks that use the network)
+# ---------------------------------------------------------------------------------------
+
+def check_hub(s) -> list[Check]:
+    """The token valid (whoami) and the configured model readable with it (licence accepted),
+    without downloading the weights; the messages are `model fetch`'s."""
+    from ..config.environment import SEED_MODEL
+    from ..errors import FluxnbError
+    from ..model.hub import check_access, find_token, whoami
+
+    repo = s.model if _is_hub_id(s.model) else SEED_MODEL
+    try:
+        user, source = whoami(repo)
+        token = Check("hub_token", "ok", f"valid: account {user}, token from {source} (not shown)")
+    except FluxnbError as e:
+        token = Check("hub_token", "fail" if _is_hub_id(s.model) else "warn", *_message_and_fix(e))
+    if not _is_hub_id(s.model):
+        return [token, Check("hub_access", "info", f"{s.model}: not a hub model, nothing to check")]
+    if token.status != "ok" and find_token()[0]:  # a refused token or no hub: asking again says the same
+        return [token, Check("hub_access", "fail", f"{repo}: not asked (the hub_token row says why)")]
+    try:
+        revision = check_access(repo)
+    except FluxnbError as e:
+        return [token, Check("hub_access", "fail", *_message_and_fix(e))]
+    return [token, Check("hub_access", "ok", f"{repo}: licence accepted, model_index.json readable "
+                                             f"(revision {revision[:12] or '?'}); nothing downloaded")]
 
 
 CHECKS = (check_python, check_gpu, check_versions, check_offload, check_hf_token, check_model, check_disk,
           check_anthropic, check_lab, check_config_env)
 
 
-def run_checks() -> list[Check]:
-    """Every row, in order. A check that breaks becomes a failing row; doctor itself does not."""
+def _message_and_fix(e) -> tuple[str, str]:
+    text, fix = str(e), e.fix or ""
+    return (text.removesuffix(f"; {fix}") if fix else text), fix
+
+
+def run_checks(*, hub: bool = False) -> list[Check]:
+    """Every row, in order (`hub`: also ask the hub, `check_hub`). A check that breaks becomes
+    a failing row; doctor itself does not."""
     try:
         s = _settings()
     except Exception as e:  # noqa: BLE001 - a bad setting is itself the finding
         return [Check("settings", "fail", str(e), "fix the setting named (fluxnb config shows where it comes from)")]
     rows: list[Check] = []
-    for fn in CHECKS:
+    for fn in CHECKS + ((check_hub,) if hub else ()):
         name = fn.__name__.removeprefix("check_")
         try:
             out = fn(s)

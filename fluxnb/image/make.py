@@ -111,7 +111,8 @@ def generate(prompt: str | None = None, *, settings: Settings | None = None, see
                 raise
             rec["save_s"] = round(time.perf_counter() - t0, 4)
             rec["path"] = str(item.path)
-            log.info("saved %s (seed %d, %.2f s)", item.path, seed, rec["elapsed_s"])
+            log.info("saved %s: %dx%d, %d steps, guidance %g, seed %d, %.2f s", item.path, s.width, s.height, s.steps,
+                     s.guidance, seed, rec["elapsed_s"])
         if record:
             runlog.append(s.output_dir, rec)
         item.record = rec

@@ -33,8 +33,6 @@ from ..config.settings import normalize_model
 log = logging.getLogger(__name__)
 
 MARGIN_BYTES = 2 * 2**30   # kept free beyond the files themselves
-TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-TOKENS_URL = "https://huggingface.co/settings/tokens"
 
 
 @dataclass

@@ -9,15 +9,17 @@ import os
 import shutil
 from pathlib import Path
 
-from ..config.environment import config_env_path, read_env_file
+from ..config.environment import config_env_path, on_pod, read_env_file
 from ..config.settings import normalize_model
 from ..errors import FluxnbError, RuntimeFailure
 
 # Only the diffusers-format folders: FLUX.1-dev also carries a 24 GB single-file checkpoint.
 ALLOW_PATTERNS = ["model_index.json", "scheduler/*", "text_encoder/*", "text_encoder_2/*", "tokenizer/*",
                   "tokenizer_2/*", "transformer/*", "vae/*"]
-TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN")  # the last: flux-generate.sh's
 TOKENS_URL = "https://huggingface.co/settings/tokens"
+SET_TOKEN = (f"create a read token at {TOKENS_URL} and put HF_TOKEN=... in config.env or the environment "
+             "(or run `hf auth login`)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -42,8 +44,8 @@ def display_name(model: str) -> str:
 # ---------------------------------------------------------------------------------------
 
 def find_token() -> tuple[str | None, str]:
-    """(token, where it came from): HF_TOKEN in the environment, then config.env, then the
-    Hugging Face token file (`hf auth login`). The token itself is never logged."""
+    """(token, where it came from): TOKEN_NAMES in the environment, then in config.env, then
+    the token files (`token_files`). The token itself is never logged."""
     for name in TOKEN_NAMES:
         value = os.environ.get(name, "").strip()
         if value:
@@ -53,14 +55,14 @@ def find_token() -> tuple[str | None, str]:
     for name in TOKEN_NAMES:
         value = file_env.get(name, "").strip()
         if value:
-            return value, f"config.env ({path})"
-    tok_path = token_file_path()
-    try:
-        value = tok_path.read_text(encoding="utf-8").strip()
-    except OSError:
-        value = ""
-    if value:
-        return value, f"the Hugging Face token file ({tok_path})"
+            return value, f"config.env ({path}: {name})"
+    for tok_path in token_files():
+        try:
+            value = tok_path.read_text(encoding="utf-8").strip()
+        except OSError:
+            value = ""
+        if value:
+            return value, f"the Hugging Face token file ({tok_path})"
     return None, ""
 
 
@@ -68,6 +70,17 @@ def token_file_path() -> Path:
     from huggingface_hub import constants
 
     return Path(constants.HF_TOKEN_PATH)
+
+
+def token_files() -> list[Path]:
+    """The client's token file ($HF_TOKEN_PATH, else $HF_HOME/token) and, on a pod, where
+    flux-generate.sh and a plain `hf auth login` put it (~/.cache/huggingface/token), which
+    the client misses once HF_HOME points at the volume."""
+    files = [token_file_path()]
+    seed = Path(os.path.expanduser("~")) / ".cache" / "huggingface" / "token"
+    if on_pod() and seed not in files:
+        files.append(seed)
+    return files
 
 
 def hub_cache() -> Path:
@@ -106,8 +119,7 @@ def hub_error(e: Exception, repo_id: str, token_source: str) -> FluxnbError:
 
     status = getattr(getattr(e, "response", None), "status_code", None)
     page = f"https://huggingface.co/{repo_id}"
-    set_token = (f"create a read token at {TOKENS_URL} and put HF_TOKEN=... in config.env or the environment "
-                 "(or run `hf auth login`)")
+    set_token = SET_TOKEN
     if isinstance(e, hf.LocalEntryNotFoundError):
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         return FluxnbError(f"model {repo_id!r} is not in the local Hugging Face cache and the hub cannot be reached"
@@ -115,9 +127,9 @@ def hub_error(e: Exception, repo_id: str, token_source: str) -> FluxnbError:
                            fix="download it once with network access (runpod_setup.sh does), or use --model tiny")
     if isinstance(e, hf.GatedRepoError) or (status in (401, 403) and "gated" in str(e).lower()):
         if not token_source:
-            return FluxnbError(f"model {repo_id!r} is gated and no Hugging Face token was found (looked in HF_TOKEN, "
-                               "config.env and the token file)", field="HF_TOKEN", value=repo_id,
-                               fix=f"accept the licence at {page}, then {set_token}")
+            return FluxnbError(f"model {repo_id!r} is gated and no Hugging Face token was found (looked in "
+                               f"{', '.join(TOKEN_NAMES)}, config.env and the token file)", field="HF_TOKEN",
+                               value=repo_id, fix=f"accept the licence at {page}, then {set_token}")
         if status == 401:
             return FluxnbError(f"model {repo_id!r} is gated and the hub refused the token from {token_source} (401)",
                                field="HF_TOKEN", value=repo_id,
@@ -189,3 +201,39 @@ def download(repo_id: str, *, local_files_only: bool | None = None) -> str:
                                  local_files_only=offline if local_files_only is None else local_files_only)
     except Exception as e:  # noqa: BLE001 - every hub failure becomes one clear error
         raise hub_error(e, repo_id, source) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Access, without downloading (fluxnb doctor --hub)
+# ---------------------------------------------------------------------------------------
+
+def whoami(repo_id: str) -> tuple[str, str]:
+    """(account name, token source) of the token fluxnb finds, asked of the hub; a missing
+    or invalid token raises hub_error's message for `repo_id` (the same as `model fetch`'s)."""
+    from huggingface_hub import HfApi
+
+    token, source = find_token()
+    if not token:
+        raise FluxnbError(f"no Hugging Face token found (looked in {', '.join(TOKEN_NAMES)}, config.env and "
+                          f"{', '.join(map(str, token_files()))})", field="HF_TOKEN", fix=SET_TOKEN)
+    try:
+        who = HfApi().whoami(token=token)
+    except Exception as e:  # noqa: BLE001 - every hub failure becomes one clear error
+        raise hub_error(e, repo_id, source) from None
+    return str(who.get("name") or "?"), source
+
+
+def check_access(repo_id: str) -> str:
+    """May the token's account read `repo_id`? The hub's auth-check (gated: the licence
+    accepted) and a HEAD of model_index.json; nothing is downloaded. Returns the revision;
+    a refusal raises hub_error's message."""
+    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+
+    token, source = find_token()
+    auth = token if token else False
+    try:
+        HfApi().auth_check(repo_id, token=auth)
+        meta = get_hf_file_metadata(hf_hub_url(repo_id, "model_index.json"), token=auth)
+    except Exception as e:  # noqa: BLE001
+        raise hub_error(e, repo_id, source if token else "") from None
+    return str(meta.commit_hash or "")

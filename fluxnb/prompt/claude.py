@@ -7,6 +7,7 @@ logs never contain it (API error texts are scrubbed before they are shown).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -112,23 +113,30 @@ def _request(prompt: str, model: str, system: str, cfg: dict) -> dict:
 
 def call(prompt: str, model: str, system: str, cfg: dict):
     """One Messages API call with explicit timeouts and retries (429, 408/409, 5xx, 529,
-    network errors) with exponential backoff, giving up within `give_up_after_s`."""
+    network errors) with exponential backoff, giving up within `give_up_after_s`. The
+    request and, on success, the raw answer are logged at DEBUG (`fluxnb enhance --verbose`)."""
     import anthropic
 
     _deprecation_warning(model)
-    client = anthropic.Anthropic(api_key=_api_key(), base_url=cfg["base_url"] or DEFAULT_BASE_URL, max_retries=0,
-                                 timeout=cfg["timeout_s"])
+    base_url = cfg["base_url"] or DEFAULT_BASE_URL
+    client = anthropic.Anthropic(api_key=_api_key(), base_url=base_url, max_retries=0, timeout=cfg["timeout_s"])
     kwargs = _request(prompt, model, system, cfg)
+    log.debug("%s", describe_request(kwargs, base_url, cfg))
     start = time.monotonic()
     deadline = start + cfg["give_up_after_s"]
     attempt = 0
+    tries: list[str] = []
     try:
         while True:
             # 1. One attempt, never past the deadline.
             attempt += 1
             timeout = min(cfg["timeout_s"], max(0.05, deadline - time.monotonic()))
+            t0 = time.monotonic()
             try:
-                return client.messages.create(**kwargs, timeout=timeout)
+                message = client.messages.create(**kwargs, timeout=timeout)
+                tries.append(f"answered in {time.monotonic() - t0:.2f} s")
+                log.debug("%s", describe_answer(message, tries, time.monotonic() - start))
+                return message
             except anthropic.APIStatusError as e:
                 if not _retryable(e):
                     raise _status_error(e, model) from None
@@ -143,13 +151,49 @@ def call(prompt: str, model: str, system: str, cfg: dict):
             wait = asked if asked is not None else cfg["backoff_s"] * 2 ** (attempt - 1) * random.uniform(0.75, 1.0)
             wait = min(wait, cfg["backoff_max_s"]) if asked is None else wait
             left = deadline - time.monotonic()
+            tries.append(f"{cause} after {time.monotonic() - t0:.2f} s")
             if attempt > cfg["max_retries"] or wait >= left or left <= 0.05:
                 raise _give_up(model, cause, attempt, time.monotonic() - start, cfg, asked if wait >= left else None)
             log.info("enhance claude: %s; retrying in %.1f s (attempt %d of %d)", cause, wait, attempt + 1,
                      cfg["max_retries"] + 1)
+            tries[-1] += f", waited {wait:.2f} s"
             time.sleep(wait)
     finally:
         client.close()
+
+
+def describe_request(kwargs: dict, base_url: str, cfg: dict) -> str:
+    """The request as `fluxnb enhance --verbose` shows it (the key is never part of it)."""
+    system = kwargs["system"]
+    extra = kwargs.get("extra_body") or {}
+    effort = (kwargs.get("output_config") or {}).get("effort")
+    lines = [f"enhance claude: request to {base_url.rstrip('/')}/v1/messages",
+             f"  model:          {kwargs['model']}",
+             f"  max_tokens:     {kwargs['max_tokens']}",
+             f"  temperature:    {extra['temperature'] if 'temperature' in extra else 'not sent (the API default)'}",
+             f"  effort:         {effort or 'not sent'}",
+             f"  limits:         {cfg['timeout_s']:g} s per attempt, {cfg['max_retries']} retries, give up after "
+             f"{cfg['give_up_after_s']:g} s",
+             f"  system prompt:  {len(system)} characters, sha256 {hashlib.sha256(system.encode()).hexdigest()}"]
+    lines += [f"    | {line}" for line in system.splitlines()]
+    lines.append(f"  user message:   {kwargs['messages'][0]['content']}")
+    return "\n".join(lines)
+
+
+def describe_answer(message, tries: list[str], elapsed: float) -> str:
+    """Claude's raw answer, before any cleaning, with the attempts and timings."""
+    usage = getattr(message, "usage", None)
+    blocks = list(getattr(message, "content", None) or [])
+    text = "".join(getattr(b, "text", "") for b in blocks if getattr(b, "type", None) == "text")
+    lines = [f"enhance claude: answer in {elapsed:.2f} s after {len(tries)} attempt{'s' if len(tries) > 1 else ''}"]
+    lines += [f"  attempt {n}:      {t}" for n, t in enumerate(tries, 1)]
+    lines += [f"  id:             {getattr(message, 'id', '?')} (model {getattr(message, 'model', '?')})",
+              f"  stop reason:    {getattr(message, 'stop_reason', None)}",
+              f"  usage:          {getattr(usage, 'input_tokens', '?')} input tokens, "
+              f"{getattr(usage, 'output_tokens', '?')} output tokens",
+              f"  content:        {len(blocks)} block(s): {', '.join(str(getattr(b, 'type', '?')) for b in blocks)}",
+              f"  text:           {text!r}"]
+    return "\n".join(lines)
 
 
 def _give_up(model, cause, attempts, elapsed, cfg, asked) -> RuntimeFailure:

@@ -182,7 +182,7 @@ def enhance_claude(prompt: str, model: str, *, cfg: dict, use_cache: bool = True
     if use_cache:
         rec = cache_get(key, prompt)
         if rec is not None:
-            log.debug("enhancement from the cache (%s)", cache_path(key))
+            log.debug("enhance claude: answer from the cache, no request (%s; --no-cache asks again)", cache_path(key))
             return Enhancement(prompt, rec["enhanced"], "claude", model, sys_sha,
                                round(time.perf_counter() - t0, 4), cached=True)
     from . import claude
