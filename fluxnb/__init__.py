@@ -25,7 +25,7 @@ _LAZY = {
     "load_params": ("fluxnb.config.params", "load_params"),
     "FluxnbError": ("fluxnb.errors", "FluxnbError"),
     "get_pipeline": ("fluxnb.model.pipeline", "get_pipeline"),
-    "count_tokens": ("fluxnb.prompt.tokens", "plan"),
+    "count_tokens": ("fluxnb.prompt.tokens", "count_tokens"),
     "enhance": ("fluxnb.prompt.enhancer", "enhance"),
     "sweep": ("fluxnb.runs.sweep.runner", "sweep"),
     "grid": ("fluxnb.outputs.gridlog", "grid"),

@@ -78,7 +78,7 @@ def test_equals_transformers_on_hard_cases(reference):
 @FEW
 @given(text=st.one_of(prompt_text, long_prompt_text))
 def test_trim_properties(text):
-    p = tokens.plan(text)
+    p = tokens.count_tokens(text)
     # 1. CLIP's part always fits, and the count is the untruncated one.
     assert tokens.count_clip(p.clip_prompt) <= tokens.CLIP_LIMIT
     assert p.clip_tokens == tokens.count_clip(text)
@@ -92,7 +92,7 @@ def test_trim_properties(text):
     else:
         assert p.clip_prompt == text
     # 3. Trimming is idempotent.
-    again = tokens.plan(p.clip_prompt)
+    again = tokens.count_tokens(p.clip_prompt)
     assert again.clip_prompt == p.clip_prompt and again.clip_dropped == ""
     # 4. T5 gets the whole text up to its limit.
     if p.t5_tokens <= p.t5_limit:
@@ -106,7 +106,7 @@ def test_trim_properties(text):
                                        "supercalifragilistic", ",", "lighthouse"]), min_size=40, max_size=120))
 def test_trim_is_longest_whole_word_prefix(words):
     text = " ".join(words)
-    p = tokens.plan(text)
+    p = tokens.count_tokens(text)
     if not p.clip_dropped:
         return
     # The next whole word would not have fitted: the prefix is as long as it can be.
@@ -116,7 +116,7 @@ def test_trim_is_longest_whole_word_prefix(words):
 
 def test_single_overlong_word_is_cut_at_a_token_boundary():
     text = "a" * 2000
-    p = tokens.plan(text)
+    p = tokens.count_tokens(text)
     assert 0 < len(p.clip_prompt) < len(text)
     assert tokens.count_clip(p.clip_prompt) <= 77 and p.clip_prompt + p.clip_dropped == text
 
@@ -124,7 +124,7 @@ def test_single_overlong_word_is_cut_at_a_token_boundary():
 def test_t5_limit_cuts_with_a_warning(caplog):
     text = " ".join(["lighthouse"] * 60)
     with caplog.at_level(logging.WARNING, logger="fluxnb"):
-        p = tokens.plan(text, t5_limit=20)
+        p = tokens.count_tokens(text, t5_limit=20)
     assert p.t5_tokens > 20 and p.t5_dropped and p.t5_prompt
     assert text.startswith(p.t5_prompt)
     assert any("T5" in r.getMessage() and "cut" in r.getMessage() for r in caplog.records)
@@ -132,7 +132,7 @@ def test_t5_limit_cuts_with_a_warning(caplog):
 
 def test_summary_and_render_show_counts_and_the_dropped_tail():
     text = ", ".join(["a very detailed red fox sitting in fresh snow"] * 9)
-    p = tokens.plan(text)
+    p = tokens.count_tokens(text)
     assert p.clip_dropped
     assert f"CLIP {p.clip_tokens}/77" in tokens.summary(p)
     plain = tokens.render(p, colour=False)
@@ -229,7 +229,7 @@ def test_generation_routes_clip_prompt_and_t5_prompt(tiny_model, outdir):
     finally:
         for h in handles:
             h.remove()
-    p = tokens.plan(prompt, pipe=pipe, t5_limit=img.settings.max_sequence_length)
+    p = tokens.count_tokens(prompt, pipe=pipe, t5_limit=img.settings.max_sequence_length)
     assert p.clip_dropped and not p.t5_dropped
     # CLIP: exactly clip_prompt's ids (no truncation inside diffusers), padded to 77.
     clip_ids = pipe.tokenizer.backend_tokenizer.encode(p.clip_prompt).ids

@@ -102,8 +102,8 @@ def test_token_counters_warn_past_the_limits_and_show_what_clip_drops(outdir):
 def test_token_counters_use_the_loaded_pipelines_tokenizers(tiny_model, outdir, monkeypatch):
     from fluxnb.prompt import tokens
 
-    calls, real = [], tokens.plan
-    monkeypatch.setattr(tokens, "plan", lambda *a, **kw: calls.append(kw.get("pipe")) or real(*a, **kw))
+    calls, real = [], tokens.count_tokens
+    monkeypatch.setattr(tokens, "count_tokens", lambda *a, **kw: calls.append(kw.get("pipe")) or real(*a, **kw))
     form = form_for(outdir, prompt="a fox")
     loaded = form.load()
     assert loaded is not None and "tiny loaded on cpu" in form.status.value

@@ -1,5 +1,8 @@
 """Settings: one dataclass, one resolution order, one `validate`.
 
+Each setting's type, choices, presets, flags and help are in the settings table
+(`schema.TABLE`); its values are read by `schema.coerce`.
+
 Precedence, lowest first: `defaults.yaml` < the model's own defaults < `FLUXNB_*`
 environment variables (and the ignored `config.env`) < a params file < call arguments.
 Every resolved value remembers where it came from (`Settings.sources`), which
@@ -9,27 +12,15 @@ Every resolved value remembers where it came from (`Settings.sources`), which
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import random
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import FluxnbError
 from .environment import config_env_path, on_pod, read_env_file, workspace
-
-DEFAULTS_FILE = Path(__file__).resolve().parent / "defaults.yaml"
-
-
-@functools.lru_cache(maxsize=1)
-def defaults() -> dict:
-    """The parsed defaults file (cached; treat as read-only)."""
-    import yaml
-
-    with open(DEFAULTS_FILE, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+from .schema import ALIASES, CHOICES, coerce  # noqa: F401 - ALIASES, CHOICES: the table's (schema.TABLE)
+from .values import DEFAULTS_FILE, defaults, model_defaults, normalize_model, parse_size, render_size  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------
@@ -98,76 +89,7 @@ class Settings:
 FIELDS = [f.name for f in dataclasses.fields(Settings) if f.name != "sources"]
 # width/height are derived from size; they may be given, but size is the one knob.
 INPUT_FIELDS = [f for f in FIELDS if f not in ("width", "height")]
-CHOICES = {
-    "enhance": ("none", "local", "claude"),
-    "image_format": ("jpg", "png"),
-    "offload": ("auto", "none", "encoders", "model", "group", "sequential"),
-    "precision": ("bf16", "fp8", "fp8-fast"),
-    "device": ("auto", "cuda", "cpu", "mps"),
-    "enhance_fallback": ("none", "local"),
-    "vae_tiling": ("auto", "on", "off"),
-}
 CELL_CAP = 100  # sweeps and grids: more cells than this need yes=True (--yes)
-ALIASES = {"format": "image_format", "out": "output_dir", "quality": "steps", "cfg": "guidance"}
-_TYPES = {f.name: f.type for f in dataclasses.fields(Settings)}
-
-
-# ---------------------------------------------------------------------------------------
-# Sizes
-# ---------------------------------------------------------------------------------------
-
-def _parse_wxh(text: str) -> tuple[int, int] | None:
-    m = re.fullmatch(r"\s*(-?\d+)\s*[xX×*,]\s*(-?\d+)\s*", str(text))
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def render_size(width: int, height: int) -> tuple[int, int]:
-    """Round a preset's size up to the next multiple of 16 (hd: 1920x1080 -> 1920x1088)."""
-    m = defaults()["limits"]["multiple"]
-    return (-(-width // m) * m, -(-height // m) * m)
-
-
-def _nearest(n: int, m: int) -> tuple[int, int]:
-    lo = max(m, n // m * m)
-    return lo, lo + m
-
-
-def parse_size(value: Any) -> tuple[str, int, int]:
-    """A size preset name or `WxH` -> (size, width, height). Custom sizes must be
-    multiples of 16; presets (hd) may crop."""
-    d = defaults()
-    presets = d["presets"]["size"]
-    text = str(value).strip().lower()
-    if text in presets:
-        w, h = _parse_wxh(presets[text])
-        return text, w, h
-    wh = _parse_wxh(text)
-    if wh is None:
-        raise FluxnbError(
-            f"size {value!r}: not a size preset or WxH", field="size", value=value,
-            fix=f"use one of {', '.join(presets)} or WxH such as 1024x768")
-    w, h = wh
-    lo, hi = d["limits"]["side"]
-    m = d["limits"]["multiple"]
-    if w <= 0 or h <= 0:
-        raise FluxnbError(f"size {w}x{h}: width and height must be positive", field="size", value=value,
-                          fix=f"use WxH with each side between {lo} and {hi}, multiples of {m}")
-    if w > hi or h > hi:
-        raise FluxnbError(f"size {w}x{h}: at most {hi} pixels a side", field="size", value=value,
-                          fix=f"use a smaller size, e.g. --4k ({presets['4k']})")
-    if w % m or h % m:
-        wl, wh_ = _nearest(w, m) if w % m else (w, w)
-        hl, hh = _nearest(h, m) if h % m else (h, h)
-        near = f"{wl}x{hl}" if (wl, hl) == (wh_, hh) else f"{wl}x{hl} or {wh_}x{hh}"
-        hint = ""
-        for name, p in presets.items():
-            if _parse_wxh(p) == (w, h):
-                hint = f", or --{name}, which renders {render_size(w, h)[0]}x{render_size(w, h)[1]} and crops to {w}x{h}"
-        raise FluxnbError(f"size {w}x{h}: width and height must be multiples of {m} (nearest: {near}{hint})",
-                          field="size", value=value)
-    if w < lo or h < lo:
-        raise FluxnbError(f"size {w}x{h}: at least {lo} pixels a side", field="size", value=value)
-    return f"{w}x{h}", w, h
 
 
 def _env_layer() -> tuple[dict, dict]:
@@ -180,135 +102,6 @@ def _env_layer() -> tuple[dict, dict]:
         elif key in file_env:
             values[name], sources[name] = file_env[key], f"config.env:{key}"
     return values, sources
-
-
-# ---------------------------------------------------------------------------------------
-# Coercion and validation
-# ---------------------------------------------------------------------------------------
-
-def _bool(name, value):
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise FluxnbError(f"{name} {value!r}: expected true or false", field=name, value=value)
-
-
-def _int(name, value):
-    if isinstance(value, bool):
-        raise FluxnbError(f"{name} {value!r}: expected a whole number, got a boolean", field=name, value=value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise FluxnbError(f"{name} {value!r}: expected a whole number", field=name, value=value) from None
-
-
-def _float(name, value):
-    if isinstance(value, bool):
-        raise FluxnbError(f"{name} {value!r}: expected a number, got a boolean", field=name, value=value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise FluxnbError(f"{name} {value!r}: expected a number", field=name, value=value) from None
-
-
-def _str(name, value):
-    if isinstance(value, bool):
-        raise FluxnbError(
-            f"{name} {value!r}: expected text, got a boolean (YAML reads yes/no/on/off as booleans)",
-            field=name, value=value, fix=f"quote it, e.g. {name}: \"none\"")
-    if value is None:
-        raise FluxnbError(f"{name}: no value given", field=name, value=value)
-    return str(value)
-
-
-def _preset_or(kind: str, name: str, value, conv):
-    presets = defaults()["presets"][kind]
-    if isinstance(value, str) and value.strip().lower() in presets:
-        return conv(name, presets[value.strip().lower()])
-    if isinstance(value, str) and not re.fullmatch(r"\s*[-+]?\d+(\.\d*)?\s*", value):
-        raise FluxnbError(f"{name} {value!r}: not a number or a {kind} preset", field=name, value=value,
-                          fix=f"use a number or one of {', '.join(presets)}")
-    return conv(name, value)
-
-
-def _in_range(name, value, lo, hi, fix=""):
-    if not (lo <= value <= hi):
-        raise FluxnbError(f"{name} {value}: must be between {lo} and {hi}", field=name, value=value, fix=fix or None)
-    return value
-
-
-def normalize_model(value: str) -> str:
-    aliases = defaults().get("model_aliases", {})
-    v = str(value).strip()
-    return aliases.get(v.lower(), v)
-
-
-def _model_defaults(model: str) -> dict:
-    models = defaults().get("models", {})
-    if model in models:
-        return dict(models[model])
-    low = model.lower().rstrip("/")
-    for key, val in models.items():  # a local snapshot of a known model (…/FLUX.1-schnell)
-        if low.endswith(key.lower().split("/")[-1]):
-            return dict(val)
-    return {}
-
-
-def _coerce(raw: dict, model: str) -> dict:
-    """Turn raw layered values into typed, validated field values."""
-    d = defaults()
-    lim = d["limits"]
-    out: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name == "size":
-            out["size"], out["width"], out["height"] = parse_size(value)
-        elif name == "steps":
-            out[name] = _in_range(name, _preset_or("steps", name, value, _int), *lim["steps"],
-                                  fix="use --fast (4), --balanced (20), --quality (50) or --steps N")
-        elif name == "guidance":
-            g = _preset_or("guidance", name, value, _float)
-            lo, hi = _model_defaults(model).get("guidance_range", lim["guidance"])
-            out[name] = _in_range(name, g, lo, hi, fix="use --creative (1.5), the default 3.5, --strict (5.0)"
-                                                        f" or --guidance X within {lo}-{hi}")
-        elif name == "seed":
-            if value is None or (isinstance(value, str) and value.strip().lower() in ("", "random", "none")):
-                out[name] = None
-            else:
-                out[name] = _in_range(name, _int(name, value), *lim["seed"], fix="use --random-seed or 0..4294967295")
-        elif name == "jpeg_quality":
-            out[name] = _in_range(name, _int(name, value), *lim["jpeg_quality"])
-        elif name == "count":
-            out[name] = _in_range(name, _int(name, value), *lim["count"])
-        elif name == "max_sequence_length":
-            out[name] = _in_range(name, _int(name, value), 1, 512)
-        elif name in ("compile", "enhance_cache"):
-            out[name] = _bool(name, value)
-        elif name == "prompt":
-            out[name] = "" if value is None else _str(name, value)
-        else:
-            v = _str(name, value).strip()
-            if name in CHOICES:
-                v = v.lower()
-                if name == "image_format" and v == "jpeg":
-                    v = "jpg"
-                if v not in CHOICES[name]:
-                    raise FluxnbError(f"{name} {value!r}: unknown value", field=name, value=value,
-                                      fix=f"use one of {', '.join(CHOICES[name])}")
-            if name == "model":
-                v = normalize_model(v)
-                if not v:
-                    raise FluxnbError("model '': no model given", field=name, value=value,
-                                      fix="use a hub id, a local folder or tiny")
-            out[name] = v
-    return out
 
 
 def resolve(params: dict | None = None, *, params_name: str = "params", base: Settings | None = None,
@@ -351,12 +144,13 @@ def resolve(params: dict | None = None, *, params_name: str = "params", base: Se
         raw.update(values)
         sources.update({k: srcs.get(k, "call") for k in values})
     model = normalize_model(raw.get("model", ""))
-    for key, val in _model_defaults(model).items():
+    for key, val in model_defaults(model).items():
         if key in FIELDS and sources.get(key) == "defaults":
             raw[key], sources[key] = val, f"model:{model}"
 
     # 3. Coerce and validate.
-    values = _coerce(raw, model)
+    values = {name: coerce(name, value, model) for name, value in raw.items()}
+    values["width"], values["height"] = parse_size(values["size"])[1:]
     if not values.get("enhance_model"):
         values["enhance_model"] = defaults()["settings"]["enhance_model"]
     s = Settings(**values)

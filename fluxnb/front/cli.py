@@ -12,6 +12,7 @@ import sys
 
 from .. import __version__
 from ..config.environment import note_seed_keys_once
+from ..config.schema import CHOICES
 from ..errors import FluxnbError
 from .commands import (cmd_batch, cmd_config, cmd_doctor, cmd_enhance, cmd_export, cmd_generate, cmd_grid, cmd_lab, cmd_log,
                        cmd_model_build, cmd_model_fetch, cmd_pull, cmd_sweep, cmd_tokens)
@@ -21,7 +22,7 @@ log = logging.getLogger("fluxnb")
 
 
 def add_deploy_commands(sub) -> None:
-    """`fluxnb lab`, `fluxnb doctor`, `fluxnb export` and `fluxnb model fetch`."""
+    """`fluxnb lab`, `fluxnb doctor` and `fluxnb export`."""
     p = sub.add_parser("lab", help="start JupyterLab in notebooks/, always behind a token",
                        description="Start JupyterLab in the notebooks folder with token authentication. The token "
                                    "comes from JUPYTER_TOKEN, JUPYTER_PASSWORD, or is generated and kept in a 0600 "
@@ -51,17 +52,28 @@ def add_deploy_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
 
-    model = next(a for a in sub.choices["model"]._actions if isinstance(a, argparse._SubParsersAction))
-    f = model.add_parser("fetch", help="download a hub model once, with checks (token, licence, disk, checksums)",
-                         description="Download MODEL's diffusers folders (as `hf download MODEL --include ...`), after "
-                                     "checking the token, the licence and the free space; verify every file.")
+
+def add_model_commands(sub) -> None:
+    """`fluxnb model build` (random-weight test models) and `fluxnb model fetch` (a hub model, once)."""
+    p = sub.add_parser("model", help="test models")
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    b = msub.add_parser("build", help="write a random-weight FLUX-architecture pipeline")
+    b.add_argument("directory")
+    b.add_argument("--scale", choices=["tiny", "small", "full"], default="tiny")
+    b.add_argument("--device", default="cpu", help="where to make the weights (cuda for full)")
+    b.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    b.add_argument("--overwrite", action="store_true")
+    b.set_defaults(func=cmd_model_build)
+
+    f = msub.add_parser("fetch", help="download a hub model once, with checks (token, licence, disk, checksums)",
+                        description="Download MODEL's diffusers folders (as `hf download MODEL --include ...`), after "
+                                    "checking the token, the licence and the free space; verify every file.")
     f.add_argument("model", nargs="?", default="black-forest-labs/FLUX.1-dev",
                    help="hub id (default black-forest-labs/FLUX.1-dev), tiny, or a local folder")
     f.add_argument("--verify", choices=["sha256", "size"], default="sha256",
                    help="check the finished files by checksum (default) or by size only")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_model_fetch)
-
 
 
 def add_pull_command(sub) -> None:
@@ -112,15 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print every record")
     p.set_defaults(func=cmd_log)
 
-    p = sub.add_parser("model", help="test models")
-    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    b = msub.add_parser("build", help="write a random-weight FLUX-architecture pipeline")
-    b.add_argument("directory")
-    b.add_argument("--scale", choices=["tiny", "small", "full"], default="tiny")
-    b.add_argument("--device", default="cpu", help="where to make the weights (cuda for full)")
-    b.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    b.add_argument("--overwrite", action="store_true")
-    b.set_defaults(func=cmd_model_build)
+    add_model_commands(sub)
 
     p = sub.add_parser("tokens", help="count CLIP and T5 tokens and show what CLIP drops")
     p.add_argument("prompt")
@@ -133,11 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Enhance a prompt with Claude (ANTHROPIC_API_KEY) or the offline enhancer; "
                                    "prints the enhanced prompt and its CLIP/T5 token counts.")
     p.add_argument("prompt")
-    p.add_argument("--backend", "--enhance", dest="backend", choices=["claude", "local"],
+    p.add_argument("--backend", "--enhance", dest="backend", choices=[c for c in CHOICES["enhance"] if c != "none"],
                    help="default: the configured enhance setting, else claude")
     p.add_argument("--model", metavar="ID", help="Claude model id (default: enhance_model, claude-sonnet-5-5)")
     p.add_argument("--seed", metavar="N", help="the local enhancer's seed (default: the configured seed, else 0)")
-    p.add_argument("--fallback", choices=["none", "local"],
+    p.add_argument("--fallback", choices=CHOICES["enhance_fallback"],
                    help="local: on a Claude failure use the offline enhancer (recorded) instead of stopping")
     p.add_argument("--no-cache", action="store_true", help="ask Claude again even when the answer is cached")
     p.add_argument("--json", action="store_true")
@@ -208,7 +212,6 @@ def main(argv=None) -> int:
     logs.setup(level)
     try:
         note_seed_keys_once(show=not args.quiet)
-        _fill_defaults(args)
         return args.func(args)
     except FluxnbError as e:
         log.error("%s", e)
@@ -243,16 +246,3 @@ def run() -> None:
         except (OSError, ValueError):
             pass
     os._exit(rc if isinstance(rc, int) else 1)
-
-
-def _fill_defaults(args) -> None:
-    """Arguments whose defaults come from the settings (log DIR, tokens --model/--t5-limit)."""
-    if getattr(args, "command", None) == "log" and args.directory is None:
-        from ..config.settings import resolve
-        args.directory = resolve().output_dir
-    if getattr(args, "command", None) == "tokens":
-        from ..config.settings import resolve
-        s = resolve(**({"model": args.model} if args.model else {}))
-        args.model = s.model
-        if args.t5_limit is None:
-            args.t5_limit = s.max_sequence_length

@@ -7,8 +7,7 @@ import json
 import logging
 import sys
 
-from ..errors import FluxnbError
-from .flags import settings_from_args, sweep_list_dests
+from .flags import backend_args, settings_from_args, sweep_list_dests
 
 log = logging.getLogger("fluxnb")
 
@@ -80,9 +79,9 @@ def cmd_model_build(args) -> int:
 
 
 def cmd_tokens(args) -> int:
-    from ..prompt.tokens import plan, render, use_colour
+    from ..prompt.tokens import count_tokens, render, use_colour
 
-    p = plan(args.prompt, model=args.model, t5_limit=args.t5_limit)
+    p = count_tokens(args.prompt, model=args.model, t5_limit=args.t5_limit)
     if args.json:
         print_json(p.to_dict())
         return 0
@@ -90,18 +89,17 @@ def cmd_tokens(args) -> int:
     return 0
 
 
-
 def cmd_enhance(args) -> int:
     from ..prompt.enhancer import enhance
     from ..config.settings import resolve
-    from ..prompt.tokens import plan, render, use_colour
+    from ..prompt.tokens import count_tokens, render, use_colour
 
     s = resolve(**{k: v for k, v in (("seed", args.seed), ("enhance_model", args.model),
                                      ("enhance_fallback", args.fallback)) if v is not None})
     backend = args.backend or (s.enhance if s.enhance != "none" else "claude")
     enh = enhance(args.prompt, backend, model=s.enhance_model, seed=s.seed, use_cache=not args.no_cache,
                   fallback=s.enhance_fallback)
-    p = plan(enh.enhanced, model=s.model, t5_limit=s.max_sequence_length)
+    p = count_tokens(enh.enhanced, model=s.model, t5_limit=s.max_sequence_length)
     if args.json:
         out = enh.to_dict()
         out.update({k: v for k, v in p.to_dict().items() if k != "prompt"})
@@ -115,7 +113,6 @@ def cmd_enhance(args) -> int:
     print(f"\n{how}")
     print(render(p, colour=use_colour()))
     return 0
-
 
 
 def cmd_sweep(args) -> int:
@@ -136,8 +133,7 @@ def cmd_sweep(args) -> int:
             print("  fixed: " + ", ".join(f"{k} {v}" for k, v in p.fixed().items()))
         return 0
     result = run(p, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty(),
-                 **{k: getattr(args, k) for k in ("address", "workers", "gpus_per_worker", "ray_results")},
-                 backend=args.backend or "local")
+                 **{**backend_args(args), "backend": args.backend or "local"})
     if args.json:
         print_json(result.to_dict())
     else:
@@ -161,24 +157,11 @@ def cmd_grid(args) -> int:
     return 0
 
 
-
 def cmd_batch(args) -> int:
     from ..runs import batch
-    from ..config.params import parse_yaml
 
-    overrides = {}
-    for key, value in args.param or []:
-        if key in overrides:
-            raise FluxnbError(f"-p {key}: given twice", field=key, fix="give each key once")
-        batch.check_names({key: None}, f"-p {key}")
-        overrides[key] = parse_yaml(value, f"-p {key}")
-    for key in ("backend", "address", "workers", "gpus_per_worker", "ray_results"):  # --backend ray and its options
-        if getattr(args, key) is not None:
-            if key in overrides:
-                raise FluxnbError(f"{key}: given with -p and as a flag", field=key, fix="give it once")
-            overrides[key] = getattr(args, key)
     try:
-        summary = batch.run(args.params, out=args.out, overrides=overrides, force=args.force)
+        summary = batch.run(args.params, out=args.out, parameters=args.param, force=args.force, **backend_args(args))
     except batch.BatchFailed as e:  # the summary on stdout, the failures as the error
         if e.summary is not None:
             print_batch(e.summary, args.json, failed=True)
@@ -196,7 +179,6 @@ def print_batch(summary, as_json: bool, failed: bool = False) -> None:
     for label, path in (("report", summary.report), ("contact sheet", summary.contact_sheet)):
         if path:
             print(f"{label}: {path}")
-
 
 
 def cmd_lab(args) -> int:
@@ -235,6 +217,7 @@ def cmd_doctor(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import export_run
+    from .labfiles import download_url
 
     result = export_run(args.directory, since=args.since, out=args.out)
     if args.json:
@@ -242,17 +225,9 @@ def cmd_export(args) -> int:
         return 0
     print(result.path)
     log.info("%s", result.summary())
-    from pathlib import Path
-
-    from .lab import status
-    st = status()
-    if st["running"]:  # where to click in the browser that is logged in to JupyterLab
-        try:
-            rel = Path(result.path).resolve().relative_to(Path(st["root_dir"]).resolve()).as_posix()
-            log.info("download it in JupyterLab's file browser (right-click, Download) or at %s/files/%s",
-                     st["url"], rel)
-        except ValueError:
-            pass
+    url = download_url(result.path)
+    if url:  # where to click in the browser that is logged in to JupyterLab
+        log.info("download it in JupyterLab's file browser (right-click, Download) or at %s", url)
     return 0
 
 

@@ -1,73 +1,60 @@
-"""Command-line flags for the settings: the same names as the Settings fields, params keys
-and run-log columns, with their presets and aliases."""
+"""Command-line flags for the settings, built from the settings table (config/schema.py):
+the same names as the Settings fields, params keys and run-log columns, with their presets,
+shortcuts and aliases."""
 
 from __future__ import annotations
 
 import argparse
 
-def add_settings_flags(p: argparse.ArgumentParser) -> None:
-    """The per-image and load settings, with their presets and aliases. Every default is
-    None so that only flags actually given override the other layers."""
-    q = p.add_argument_group("quality (steps)").add_mutually_exclusive_group()
-    q.add_argument("--fast", dest="steps", action="store_const", const="fast", help="4 steps")
-    q.add_argument("--balanced", dest="steps", action="store_const", const="balanced", help="20 steps (default)")
-    q.add_argument("--quality", dest="steps", action="store_const", const="quality", help="50 steps")
-    q.add_argument("--steps", dest="steps", metavar="N", help="1-150, or a preset name")
+from ..config.schema import GROUPS, TABLE, Setting, fill, preset_flags, preset_help
 
-    z = p.add_argument_group("size").add_mutually_exclusive_group()
-    for name, wh in (("square", "1024x1024"), ("portrait", "832x1216"), ("landscape", "1216x832"),
-                     ("hd", "1920x1080, rendered at 1920x1088 and cropped"), ("4k", "3840x2160")):
-        z.add_argument(f"--{name}", dest="size", action="store_const", const=name, help=wh)
-    z.add_argument("--size", "--custom", dest="size", metavar="WxH", help="multiples of 16, or a preset name")
+# The settings that have flags: the Settings fields argparse fills (None: not given).
+SETTING_DESTS = tuple(s.name for s in TABLE if s.flags or s.shortcuts or preset_flags(s))
+# --backend and the Ray options (add_backend_flags): the params keys of the same names.
+BACKEND_DESTS = ("backend", "address", "workers", "gpus_per_worker", "ray_results")
 
-    s = p.add_argument_group("seed").add_mutually_exclusive_group()
-    s.add_argument("--seed", type=str, metavar="N", help="0 to 4294967295")
-    s.add_argument("--random-seed", dest="seed", action="store_const", const="random",
-                   help="draw a seed and record it (the default)")
 
-    g = p.add_argument_group("guidance").add_mutually_exclusive_group()
-    g.add_argument("--creative", dest="guidance", action="store_const", const="creative", help="1.5")
-    g.add_argument("--strict", dest="guidance", action="store_const", const="strict", help="5.0")
-    g.add_argument("--guidance", dest="guidance", metavar="X", help="1.0-7.0 (default 3.5), or a preset name")
-
-    o = p.add_argument_group("output")
-    o.add_argument("--format", "--image-format", dest="image_format", choices=["jpg", "jpeg", "png"])
-    o.add_argument("--jpeg-quality", dest="jpeg_quality", metavar="N", help="1-100 (default 95)")
-    o.add_argument("--out", "--output-dir", dest="output_dir", metavar="DIR",
-                   help="default outputs/ or $FLUXNB_OUTPUT_DIR (/workspace/outputs on a pod)")
-    o.add_argument("-n", "--count", dest="count", metavar="N", help="images (seeds seed, seed+1, ...)")
-
-    m = p.add_argument_group("model and memory")
-    m.add_argument("--model", metavar="ID|DIR|tiny",
-                   help="hub id (default black-forest-labs/FLUX.1-dev), a local folder, or tiny")
-    off = m.add_mutually_exclusive_group()
-    off.add_argument("--offload", choices=["auto", "none", "encoders", "model", "group", "sequential"],
-                     help="auto (default): the fastest that fits the free VRAM; encoders: text encoders on the CPU")
-    off.add_argument("--cpu-offload", dest="offload", action="store_const", const="model", help="= --offload model")
-    off.add_argument("--no-cpu-offload", dest="offload", action="store_const", const="none", help="= --offload none")
-    m.add_argument("--precision", choices=["bf16", "fp8", "fp8-fast"],
-                   help="fp8: transformer weights stored in float8; fp8-fast: float8 matmuls (torchao, RTX 40xx/H100)")
-    m.add_argument("--compile", dest="compile", action="store_const", const=True,
-                   help="torch.compile the transformer blocks (the first image at each size compiles)")
-    m.add_argument("--no-compile", dest="compile", action="store_const", const=False)
-    m.add_argument("--device", choices=["auto", "cuda", "cpu", "mps"])
-    m.add_argument("--max-sequence-length", dest="max_sequence_length", metavar="N", help="T5 tokens (512 dev)")
-    m.add_argument("--vae-tiling", dest="vae_tiling", choices=["auto", "on", "off"])
-
-    e = p.add_argument_group("prompt enhancement").add_mutually_exclusive_group()
-    e.add_argument("--enhance", choices=["none", "local", "claude"])
-    e.add_argument("--enhance-ai", dest="enhance", action="store_const", const="claude", help="= --enhance claude")
-    p.add_argument("--enhance-model", dest="enhance_model", metavar="ID", help="Claude model id")
-    p.add_argument("--enhance-fallback", dest="enhance_fallback", choices=["none", "local"],
-                   help="on a Claude failure, use the local enhancer (recorded) instead of stopping")
-    p.add_argument("--no-enhance-cache", dest="enhance_cache", action="store_const", const=False,
-                   help="ask the enhancer again even when the answer is cached")
+def add_settings_flags(p: argparse.ArgumentParser, *, lists=()) -> None:
+    """Every setting's flags, built from the settings table: its own flag, its presets (--fast)
+    and shortcuts (--cpu-offload), mutually exclusive, in the table's --help sections. Settings
+    named in `lists` take a comma list (fluxnb sweep). Every default is None so that only
+    flags actually given override the other layers."""
+    for title in GROUPS:
+        group = p.add_argument_group(title)
+        for s in TABLE:
+            if s.group == title and s.name in SETTING_DESTS:
+                add_setting_flags(group, s, as_list=s.name in lists)
+    for s in TABLE:
+        if s.group not in GROUPS and s.name in SETTING_DESTS:
+            add_setting_flags(p, s, as_list=s.name in lists)
     p.add_argument("--params", metavar="FILE.yaml", help="a params file (its keys are setting names)")
 
 
-SETTING_DESTS = ("steps", "size", "seed", "guidance", "image_format", "jpeg_quality", "output_dir", "count", "model",
-                 "offload", "precision", "compile", "device", "max_sequence_length", "vae_tiling", "enhance",
-                 "enhance_model", "enhance_fallback", "enhance_cache")
+def add_setting_flags(group, s: Setting, *, as_list: bool = False) -> None:
+    """One setting's flags: its presets, then the flag that takes a value, then its shortcuts."""
+    presets = preset_flags(s)
+    if len(presets) + bool(s.flags) + len(s.shortcuts) > 1:
+        group = group.add_mutually_exclusive_group()
+    for name, value in presets:
+        group.add_argument(f"--{name}", dest=s.name, action="store_const", const=name,
+                           help=preset_help(s, name, value))
+    if s.flags:
+        group.add_argument(*s.flags, dest=s.name, **value_flag(s, as_list))
+    for flag, value, text in s.shortcuts:
+        group.add_argument(flag, dest=s.name, action="store_const", const=value, help=text or None)
+
+
+def value_flag(s: Setting, as_list: bool = False) -> dict:
+    """add_argument's keywords for a setting's own flag (`as_list`: a comma list to sweep)."""
+    kw = {"metavar": s.metavar, "help": fill(s, s.help) or None}
+    if s.choices:
+        kw["choices"] = [*s.choices, *(spelling for spelling, _ in s.spellings)]
+    if s.type is list:
+        kw["action"] = "append"
+    if as_list:
+        of = f"of {', '.join(s.choices)} " if s.choices else ""
+        kw.update(choices=None, metavar="LIST", help=f"{kw['help'] or ''}; a comma list {of}to sweep".strip("; "))
+    return kw
 
 
 def settings_from_args(args, *, prompt: str | None = None, base=None):
@@ -84,11 +71,8 @@ def settings_from_args(args, *, prompt: str | None = None, base=None):
     return resolve(params, params_name=f"params:{args.params}" if params is not None else "params", **call)
 
 
-
-
 def sweep_list_dests() -> list:
-    """The settings flags that take a list in `fluxnb sweep` (names from add_settings_flags,
-    axes from fluxnb.sweeps.AXES)."""
+    """The settings flags that take a list in `fluxnb sweep` (the axes of fluxnb.sweeps.AXES)."""
     from ..runs.sweep.axes import AXES
 
     return [k for k in AXES if k != "prompt"]
@@ -96,13 +80,7 @@ def sweep_list_dests() -> list:
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     """Every generate flag, the sweepable ones taking lists, plus the sweep's own."""
-    add_settings_flags(p)
-    dests = sweep_list_dests()
-    for action in p._actions:
-        if action.dest in dests and action.option_strings and action.nargs is None:
-            choices = f"of {', '.join(action.choices)}" if action.choices else ""
-            action.choices, action.metavar = None, "LIST"
-            action.help = f"{action.help or ''}; a comma list {choices} to sweep".strip("; ")
+    add_settings_flags(p, lists=sweep_list_dests())
     a = p.add_argument_group("sweep")
     a.add_argument("--seeds", metavar="LIST", help="1,2,3 | 1-5 | 1-10 (+2) | 1-10 [5] | random:4 (drawn, recorded)")
     a.add_argument("--prompts", metavar="A|B", help="prompts to sweep, separated by |; with {} in PROMPT they fill it")
@@ -116,12 +94,12 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     a.add_argument("--json", action="store_true", help="print grid, grids, images (row-major), sweep_id, cells")
 
 
-
-
 def add_backend_flags(p: argparse.ArgumentParser) -> None:
     """--backend and the Ray options (fluxnb batch, fluxnb sweep): the params keys of the same names."""
+    from ..runs.batch.params import BACKENDS
+
     g = p.add_argument_group("where the images are made (scale-out: pip install 'fluxnb[ray]')")
-    g.add_argument("--backend", choices=["local", "ray"], help="local: this process (default); ray: Ray workers, "
+    g.add_argument("--backend", choices=BACKENDS, help="local: this process (default); ray: Ray workers, "
                    "one per GPU (a local Ray unless --address)")
     g.add_argument("--address", "--ray-address", dest="address", metavar="auto|HOST:6379|ray://HOST:10001",
                    help="join a running Ray cluster (auto: the one `ray start` made on this machine)")
@@ -130,3 +108,8 @@ def add_backend_flags(p: argparse.ArgumentParser) -> None:
                    help="GPUs each Ray worker takes (default 1; 0.5 puts two workers on a GPU)")
     g.add_argument("--ray-results", dest="ray_results", choices=["volume", "driver"],
                    help="volume (default): workers write to the shared output folder; driver: images come back here")
+
+
+def backend_args(args) -> dict:
+    """--backend and the Ray options as given (None where not given)."""
+    return {k: getattr(args, k, None) for k in BACKEND_DESTS}

@@ -31,7 +31,7 @@ def generate(prompt: str | None = None, *, settings: Settings | None = None, see
     from ..outputs import runlog
     from ..outputs.metadata import save as save_image
     from ..prompt import enhancer as enhance_mod
-    from ..prompt.tokens import plan as token_plan
+    from ..prompt.tokens import count_tokens as token_plan
     from ..prompt.tokens import summary
 
     # 1. Validate.

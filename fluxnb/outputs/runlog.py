@@ -33,7 +33,13 @@ COLUMNS = {
 STATUSES = ("ok", "error", "oom", "black", "disk_full", "enhance_failed", "interrupted")
 
 
-def path_for(directory: str | os.PathLike) -> Path:
+def path_for(directory: str | os.PathLike | None = None) -> Path:
+    """The run log of an output folder (or the log file itself); None: the configured
+    output_dir (`fluxnb config`)."""
+    if directory is None:
+        from ..config.settings import resolve
+
+        directory = resolve().output_dir
     p = Path(directory)
     return p if p.name.endswith(".jsonl") else p / FILE_NAME
 
@@ -61,7 +67,7 @@ def append(directory: str | os.PathLike, record: dict) -> None:
         os.close(fd)
 
 
-def read(directory: str | os.PathLike, *, warn: bool = True) -> list[dict]:
+def read(directory: str | os.PathLike | None = None, *, warn: bool = True) -> list[dict]:
     """Every readable record, in order. Torn or corrupt lines are skipped with a warning."""
     path = path_for(directory)
     if not path.is_file():
@@ -84,7 +90,7 @@ def read(directory: str | os.PathLike, *, warn: bool = True) -> list[dict]:
     return records
 
 
-def load(directory: str | os.PathLike):
+def load(directory: str | os.PathLike | None = None):
     """The run log as a pandas DataFrame with typed columns (one row per record)."""
     import pandas as pd
 
@@ -114,7 +120,7 @@ def ok_paths(directory: str | os.PathLike) -> dict[str, dict]:
     return out
 
 
-def export(directory: str | os.PathLike, target: str | os.PathLike) -> Path:
+def export(directory: str | os.PathLike | None, target: str | os.PathLike) -> Path:
     """Write the run log as CSV or Parquet (by the target's extension), atomically."""
     return write_table(load(directory), target)
 
@@ -136,12 +142,13 @@ def write_table(df, target: str | os.PathLike) -> Path:
     return write_atomic(target, lambda f: df.to_parquet(f, index=False))
 
 
-def summary(directory: str | os.PathLike) -> str:
+def summary(directory: str | os.PathLike | None = None) -> str:
     """A short text summary: counts by status, seconds per image, models, last image."""
-    df = load(directory)
+    path = path_for(directory)
+    df = load(path)
     if df.empty:
-        return f"{path_for(directory)}: no records"
-    lines = [f"{path_for(directory)}: {len(df)} records"]
+        return f"{path}: no records"
+    lines = [f"{path}: {len(df)} records"]
     counts = df["status"].value_counts()
     lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     ok = df[df["status"] == "ok"]

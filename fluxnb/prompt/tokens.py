@@ -225,8 +225,17 @@ def _fit_prefix(tok, text: str, limit: int, specials: int) -> tuple[str, str]:
     return "", text.strip()
 
 
-def plan(prompt: str, *, model: str | None = None, pipe=None, t5_limit: int = 512) -> TokenPlan:
-    """Count and route one prompt: CLIP gets `clip_prompt`, T5 gets `t5_prompt`."""
+def count_tokens(prompt: str, *, model: str | None = None, pipe=None, t5_limit: int | None = None) -> TokenPlan:
+    """Count and route one prompt: CLIP gets `clip_prompt`, T5 gets `t5_prompt`.
+
+    `model` (whose cached T5 tokenizer counts) and `t5_limit` default to the configured
+    settings: the model and its max_sequence_length (`fluxnb config`)."""
+    if (model is None and pipe is None) or t5_limit is None:
+        from ..config.settings import resolve
+
+        s = resolve(**({"model": model} if model else {}))
+        model = s.model if model is None and pipe is None else model
+        t5_limit = s.max_sequence_length if t5_limit is None else t5_limit
     clip, t5, exact = tokenizers_for(model, pipe)
     clip_n = len(clip.encode(prompt).ids)
     clip_prompt, clip_dropped = _fit_prefix(clip, prompt, CLIP_LIMIT, 2) if clip_n > CLIP_LIMIT else (prompt, "")

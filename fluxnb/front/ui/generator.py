@@ -5,8 +5,9 @@
     gen                                      # show the form
 
 Widget names are the settings' names (`gen.prompt`, `gen.steps`, `gen.seed`, ...). Every
-callback calls a fluxnb function (generation.generate, tokens.plan, enhancer.enhance,
-sweeps.sweep); a FluxnbError is shown in the form, never as a traceback.
+callback calls a fluxnb function (generation.generate, tokens.count_tokens, enhancer.enhance,
+sweeps.sweep); a FluxnbError is shown in the form, never as a traceback. Option lists and
+ranges come from the settings table (config/schema.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import logging
 from ...config.settings import draw_seed, require_prompt, resolve
 from ...errors import FluxnbError, raise_if_strict
 from ...prompt.tokens import CLIP_LIMIT
-from .widgets import (ERROR_BORDER, TOGGLE, count_tokens, error_html, esc, label, note, png, preset_value,
-                      preset_widgets, row, set_preset, token_html, w)
+from .widgets import (ERROR_BORDER, TOGGLE, bounds, count_tokens, error_html, esc, label, note, options, png,
+                      preset_value, preset_widgets, row, set_preset, token_html, w)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class Generator:
         # 1. Prompt, token counters, enhancer with a preview.
         self.prompt = W.Textarea(value=s.prompt, placeholder="describe the image", rows=3, layout=wide)
         self.tokens = W.HTML()
-        self.enhance = W.ToggleButtons(options=["none", "local", "claude"], value=s.enhance, style=TOGGLE)
+        self.enhance = W.ToggleButtons(options=options("enhance"), value=s.enhance, style=TOGGLE)
         self.preview_button = W.Button(description="Preview enhanced prompt", icon="eye",
                                        layout=W.Layout(width="auto"))
         self.enhanced = W.HTML()
@@ -60,8 +61,8 @@ class Generator:
                                      layout=W.Layout(width="auto"))
         self.count = W.IntText(value=s.count, description="images", layout=W.Layout(width="160px"))
         # 4. Output format.
-        self.image_format = W.ToggleButtons(options=["jpg", "png"], value=s.image_format, style=TOGGLE)
-        self.jpeg_quality = W.IntSlider(value=s.jpeg_quality, min=1, max=100, description="JPEG quality")
+        self.image_format = W.ToggleButtons(options=options("image_format"), value=s.image_format, style=TOGGLE)
+        self.jpeg_quality = W.IntSlider(value=s.jpeg_quality, description="JPEG quality", **bounds("jpeg_quality"))
         # 5. Run, progress, result, strip.
         self.generate_button = W.Button(description="Generate", button_style="primary", icon="paint-brush")
         self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="60%"))

@@ -8,8 +8,8 @@ import html
 import io
 import logging
 
+from ...config.schema import SETTINGS, limits, presets
 from ...errors import FluxnbError
-from ...config.settings import defaults
 
 log = logging.getLogger(__name__)
 CUSTOM = "custom"
@@ -68,13 +68,13 @@ def token_html(plan) -> str:
 
 
 def count_tokens(prompt: str, settings):
-    """tokens.plan with the loaded pipeline's tokenizers when the form's model is loaded."""
+    """tokens.count_tokens with the loaded pipeline's tokenizers when the form's model is loaded."""
     from ...model import pipeline
-    from ...prompt.tokens import plan
+    from ...prompt import tokens
 
     cur = pipeline.current()
     pipe = cur.pipe if cur is not None and cur.key == settings.load else None
-    return plan(prompt, model=settings.model, pipe=pipe, t5_limit=settings.max_sequence_length)
+    return tokens.count_tokens(prompt, model=settings.model, pipe=pipe, t5_limit=settings.max_sequence_length)
 
 
 TOGGLE = {"button_width": "72px"}
@@ -97,8 +97,8 @@ def label(text: str):
 def preset_widgets(kind: str, value, custom):
     """(dropdown, custom widget) for a preset kind (steps, guidance, size) set to `value`."""
     W = w()
-    presets = defaults()["presets"][kind]
-    options = [(f"{name} ({val})", name) for name, val in presets.items()] + [(CUSTOM, CUSTOM)]
+    values = presets(SETTINGS[kind])
+    options = [(f"{name} ({val})", name) for name, val in values.items()] + [(CUSTOM, CUSTOM)]
     drop = W.Dropdown(options=options, description=kind, layout=W.Layout(width="200px"),
                       style={"description_width": "60px"})
     set_preset(drop, custom, kind, value)
@@ -106,7 +106,7 @@ def preset_widgets(kind: str, value, custom):
     def picked(change):  # a preset shows its value in the (disabled) custom field
         custom.disabled = change["new"] != CUSTOM
         if change["new"] != CUSTOM:
-            custom.value = type(custom.value)(presets[change["new"]])
+            custom.value = type(custom.value)(values[change["new"]])
 
     drop.observe(picked, "value")
     return drop, custom
@@ -114,7 +114,7 @@ def preset_widgets(kind: str, value, custom):
 
 def preset_name(kind: str, value) -> str | None:
     """The preset of `kind` that `value` names or equals, else None."""
-    for name, val in defaults()["presets"][kind].items():
+    for name, val in presets(SETTINGS[kind]).items():
         if str(value) in (name, str(val)):
             return name
         if kind != "size" and is_number(value) and float(value) == float(val):
@@ -126,7 +126,7 @@ def set_preset(drop, custom, kind: str, value) -> None:
     """Select the preset that `value` equals, else `custom` holding the value."""
     name = preset_name(kind, value)
     drop.value = name or CUSTOM
-    custom.value = type(custom.value)(defaults()["presets"][kind][name] if name else value)
+    custom.value = type(custom.value)(presets(SETTINGS[kind])[name] if name else value)
     custom.disabled = name is not None
 
 
@@ -142,9 +142,15 @@ def preset_value(drop, custom):
     return custom.value if drop.value == CUSTOM else drop.value
 
 
-# ---------------------------------------------------------------------------------------
-# The interactive generator
-# ---------------------------------------------------------------------------------------
+def options(name: str) -> list:
+    """A setting's choices, for a toggle or a dropdown (the settings table's)."""
+    return list(SETTINGS[name].choices)
+
+
+def bounds(name: str) -> dict:
+    """min= and max= of a number widget for a setting, from its range in defaults.yaml."""
+    lo, hi = limits(SETTINGS[name])
+    return {"min": lo, "max": hi}
 
 
 def grid_image(result):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...config.environment import SECRET_NAMES, getenv
+from ...config.schema import TABLE, expected, note, or_list, param_types
 from ...config.settings import CHOICES, defaults, resolve
 from ...errors import FluxnbError
 from ...outputs import runlog
@@ -32,41 +33,43 @@ log = logging.getLogger(__name__)
 
 NOTEBOOK = Path(__file__).resolve().parent / "batch.ipynb"  # package data: a plain pip install runs it
 BACKENDS = ("local", "ray")  # where items run: this process, or Ray workers (fluxnb.raybackend)
-# The params-file keys: (allowed types, what is expected). The notebook's parameters cell
-# names exactly these, with DEFAULTS as its values.
-PARAMS = {
-    "prompts": ((list,), "a list of prompts (text)"),
-    "seeds": ((list, dict, int), "a list of seeds (0-4294967295), {random: N} or {start: S, count: N}"),
-    "steps": ((int, str), "a number of steps (1-150) or fast, balanced, quality"),
-    "size": ((str,), "WxH (multiples of 16) or square, portrait, landscape, hd, 4k"),
-    "guidance": ((int, float, str), "a number (1.0-7.0) or creative, default, strict"),
-    "model": ((str,), "a hub id, a local folder or tiny"),
-    "image_format": ((str,), "jpg or png"),
-    "jpeg_quality": ((int,), "a whole number 1-100"),
-    "enhance": ((str, list), "none, local, claude, or a list of them to compare"),
-    "offload": ((str,), "auto, none, model, sequential or group"),
-    "output_dir": ((str,), "a folder"),
-    "precision": ((str,), "bf16 or fp8"),
-    "device": ((str,), "auto, cuda, cpu or mps"),
-    "compile": ((bool,), "true or false"),
-    "max_sequence_length": ((int,), "a whole number 1-512"),
-    "vae_tiling": ((str,), "auto, on or off"),
-    "enhance_model": ((str,), "a Claude model id"),
-    "enhance_fallback": ((str,), "none or local"),
-    "batch_name": ((str,), "a name of letters, digits, '.', '_' or '-'"),
-    "force": ((bool,), "true or false"),
-    "backend": ((str,), " or ".join(BACKENDS)),
-    "address": ((str,), "auto, HOST:6379 or ray://HOST:10001 (backend ray; default: a new local Ray)"),
-    "workers": ((int,), "a whole number of Ray workers (backend ray; default: one per GPU)"),
-    "gpus_per_worker": ((int, float), "GPUs per Ray worker, e.g. 1 or 0.5 (backend ray; default 1)"),
-    "ray_results": ((str,), "volume or driver (backend ray: who writes images and records)"),
+# The batch's own params keys: (allowed types, what is expected, the notebook's comment on it).
+# Every setting of the settings table (config/schema.py) with `batch` set is a key too, between
+# FIRST and LAST, with its types, expectation and comment from the table.
+FIRST = {
+    "prompts": ((list,), "a list of prompts (text)", "one row of items per prompt"),
+    "seeds": ((list, dict, int), "a list of seeds (0-4294967295), {random: N} or {start: S, count: N}",
+              'every prompt with every seed; {"random": N}: N seeds drawn from the batch\'s name; '
+              '{"start": S, "count": N}: S, S+1, ...'),
 }
+LAST = {
+    "batch_name": ((str,), "a name of letters, digits, '.', '_' or '-'", "names the batch (run log batch_id, "
+                   "report, contact sheet); None: a hash of the prompts and settings"),
+    "force": ((bool,), "true or false", "redo items already made"),
+    "backend": ((str,), or_list(BACKENDS), "where the items run: local (this kernel), or ray (Ray workers, one per "
+                "GPU: pip install 'fluxnb[ray]')"),
+    "address": ((str,), "auto, HOST:6379 or ray://HOST:10001 (backend ray; default: a new local Ray)",
+                "backend ray: auto (the cluster `ray start` made here), HOST:6379 or ray://HOST:10001; None: a new "
+                "local Ray"),
+    "workers": ((int,), "a whole number of Ray workers (backend ray; default: one per GPU)",
+                "backend ray: how many workers; None: one per GPU (gpus_per_worker each), 1 on a CPU machine"),
+    "gpus_per_worker": ((int, float), "GPUs per Ray worker, e.g. 1 or 0.5 (backend ray; default 1)",
+                        "backend ray: GPUs per worker (default 1; 0.5: two workers share a GPU)"),
+    "ray_results": ((str,), "volume or driver (backend ray: who writes images and records)",
+                    "backend ray: volume (workers write to the shared output folder, the default) or driver "
+                    "(images come back here)"),
+}
+COMPARED = ("enhance",)  # settings a params file may give as a list: every item is made with each value
+_KEYS = {**FIRST, **{s.name: (param_types(s) + ((list,) if s.name in COMPARED else ()), expected(s), note(s))
+                     for s in TABLE if s.batch}, **LAST}
+# The params-file keys: (allowed types, what is expected). The notebook's parameters cell
+# (`parameters_cell`) names exactly these, with DEFAULTS as its values and NOTES as comments.
+PARAMS = {name: (types, expected) for name, (types, expected, _) in _KEYS.items()}
+NOTES = {name: note for name, (_, _, note) in _KEYS.items()}
 DEFAULTS = {name: None for name in PARAMS} | {
     "prompts": ["a lighthouse on a cliff at dusk, oil painting", "a red fox in fresh snow, watercolor"],
     "seeds": [1, 2], "force": False, "backend": "local"}
-SETTING_KEYS = [k for k in PARAMS if k in ("steps", "size", "guidance", "model", "image_format", "jpeg_quality",
-                                           "offload", "output_dir", "precision", "device", "compile",
-                                           "max_sequence_length", "vae_tiling", "enhance_model", "enhance_fallback")]
+SETTING_KEYS = [s.name for s in TABLE if s.batch and s.name not in COMPARED]  # passed to settings.resolve
 _SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "pwd", "passphrase", "credential",
                  "credentials", "auth", "cookie", "private"}
 _MAX_SEEDS = 100_000
@@ -182,7 +185,7 @@ def check_names(params: dict, source: str = "params") -> None:
 
 def _check_type(key: str, value) -> None:
     types, expected = PARAMS[key]
-    if value is None and key not in ("prompts", "seeds", "force", "backend"):
+    if value is None and DEFAULTS[key] is None:
         return
     if value is None or (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
         got = _kind(value) if value is not None else "nothing"
@@ -259,7 +262,8 @@ def _enhance_list(value, default: str) -> list[str]:
             raise FluxnbError(f"enhance: {v!r} is given twice", field="enhance", value=v)
         out.append(v.strip().lower())
     if not out:
-        raise FluxnbError("enhance []: no values", field="enhance", value=value, fix="use none, local or claude")
+        raise FluxnbError("enhance []: no values", field="enhance", value=value,
+                          fix=f"use {or_list(CHOICES['enhance'])}")
     return out
 
 
@@ -325,3 +329,35 @@ def preflight(p: Plan) -> None:
         raise FluxnbError("enhance claude: ANTHROPIC_API_KEY is not set", field="enhance", value="claude",
                           fix="export ANTHROPIC_API_KEY or put it in config.env (never in a params file), "
                               "or set enhance_fallback: local")
+
+
+# ---------------------------------------------------------------------------------------
+# The notebook's parameters cell
+# ---------------------------------------------------------------------------------------
+
+def parameters_cell() -> str:
+    """The batch notebook's parameters cell as PARAMS, DEFAULTS and NOTES say it is: one
+    annotated line per key, its default and its comment (tests/test_schema.py compares)."""
+    def annotation(types, default) -> str:
+        names = [t.__name__ for t in types if not (t is int and float in types)]
+        if default is not None:
+            return names[0] if len(names) == 1 else f"Union[{', '.join(names)}]"
+        return f"Optional[{names[0]}]" if len(names) == 1 else f"Union[{', '.join(names)}, None]"
+
+    def literal(value) -> str:
+        return json.dumps(value, ensure_ascii=False) if isinstance(value, (str, list, dict)) else repr(value)
+
+    lines = [f"{name}: {annotation(types, DEFAULTS[name])} = {literal(DEFAULTS[name])}  # {NOTES[name]}"
+             for name, (types, _) in PARAMS.items()]
+    return "\n".join(["from typing import Optional, Union", "", *lines])
+
+
+def write_parameters_cell(path: str | os.PathLike = NOTEBOOK) -> Path:
+    """Rewrite the notebook's parameters cell from the table (after adding a setting or a key)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = parameters_cell()
+    nbformat.write(nb, path)
+    return Path(path)

@@ -7,6 +7,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from ...config.params import parse_yaml
 from ...errors import FluxnbError, RuntimeFailure
 from .kernel import BatchFailed, Summary, check, now, summarize
 from .notebook import NotebookFailed, execute_notebook
@@ -17,19 +18,32 @@ log = logging.getLogger("fluxnb.batch")
 
 
 def run(params: str | os.PathLike | dict, *, out: str | os.PathLike | None = None, overrides: dict | None = None,
-        force: bool = False, backend: str | None = None, kernel_name: str | None = None,
+        parameters=None, force: bool = False, backend: str | None = None, kernel_name: str | None = None,
         notebook: str | os.PathLike | None = None, echo: bool = True, **backend_options) -> Summary:
     """Run the batch notebook on a params file (or dict) with papermill, keeping the executed
     notebook (report mode) in the output folder. Raises BatchFailed (exit 1) listing the
     failures when any item failed; bad params raise before any kernel starts.
-    `backend="ray"` and its options (address=, workers=, gpus_per_worker=, ray_results=)
-    are the params keys of the same names."""
+
+    `overrides`: {key: value} over the file's keys; `parameters`: (KEY, VALUE) text pairs as
+    `fluxnb batch -p KEY VALUE` takes them, each VALUE read as strict YAML. `backend="ray"`
+    and its options (address=, workers=, gpus_per_worker=, ray_results=) are the params keys
+    of the same names; a key given twice over these is refused."""
     # 1. Read and check everything before a kernel starts.
     source = str(params) if not isinstance(params, dict) else "params"
     raw = dict(params) if isinstance(params, dict) else load(params)
     check_names(raw, source)
-    given = {k: v for k, v in {"backend": backend, **backend_options}.items() if v is not None}
-    for key, value in {**(overrides or {}), **given}.items():
+    changes = dict(overrides or {})
+    for key, text in parameters or ():
+        if key in changes:
+            raise FluxnbError(f"-p {key}: given twice", field=key, fix="give each key once")
+        check_names({key: None}, f"-p {key}")  # the name first: a secret's name is refused before its value
+        changes[key] = parse_yaml(text, f"-p {key}")
+    for key, value in {"backend": backend, **backend_options}.items():
+        if value is not None:
+            if key in changes:
+                raise FluxnbError(f"{key}: given with -p and as a flag", field=key, fix="give it once")
+            changes[key] = value
+    for key, value in changes.items():
         check_names({key: value}, f"-p {key}")
         raw[key] = value
     if out is not None:

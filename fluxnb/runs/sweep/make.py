@@ -55,7 +55,7 @@ def make(p, cells: list, bar, batch_size, staged, callbacks) -> None:
     from ...image.make import as_error
     from ...image.render import encode
     from ...model.pipeline import get_pipeline, oom_error
-    from ...prompt.tokens import plan as token_plan
+    from ...prompt.tokens import count_tokens as token_plan
 
     first = cells[0]
 
