@@ -5,7 +5,7 @@ The random-weight FLUX.1-dev architecture (`--scale full`: 11.9B transformer, T5
 CLIP-L, VAE) is built directly on the GPU in bf16 (fluxnb.testmodel, nothing downloaded).
 Each setting gets a freshly built pipeline prepared exactly as fluxnb's loader prepares
 one (pipeline.pick_offload, then pipeline.configure: precision, memory policy, compile)
-and makes its images through fluxnb.image.render.encode/render, as `fluxnb generate` does
+and makes its images through the one image path (fluxnb.image.make.make), as `fluxnb generate` does
 (prompt embeddings reused between images). The baseline is a plain diffusers FluxPipeline,
 bf16, resident, called with the prompt. Rows marked `cap` run under a per-process VRAM cap
 (`torch.cuda.set_per_process_memory_fraction`, `--cap-gib`, default 24) like a 24 GB card.
@@ -142,14 +142,14 @@ def make_image(target, cfg: Config, steps: int, size: int, seed: int) -> dict:
             target(PROMPT, width=size, height=size, num_inference_steps=steps, guidance_scale=3.5,
                    generator=torch.Generator("cpu").manual_seed(seed), max_sequence_length=512)
         return {"s": time.perf_counter() - t0, "compile_s": 0.0}
-    from fluxnb.image.render import encode, render
     from fluxnb.config.settings import resolve
+    from fluxnb.image.make import make
+    from fluxnb.image.record import Job
 
     s = resolve(use_env=False, prompt=PROMPT, steps=steps, size=f"{size}x{size}", guidance=3.5, seed=seed,
                 max_sequence_length=512, model="black-forest-labs/FLUX.1-dev")
-    embeds = encode(target, PROMPT, PROMPT, 512)
-    _image, timings = render(target, s, seed, embeds, progress=False)
-    return {"s": time.perf_counter() - t0, "compile_s": timings["compile_s"]}
+    [image] = make([Job(s, seed)], loaded=target, save=False, record=False, progress=False)
+    return {"s": time.perf_counter() - t0, "compile_s": image.record["compile_s"]}
 
 
 def new_row(cfg: Config) -> dict:
