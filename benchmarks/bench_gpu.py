@@ -122,7 +122,7 @@ def prepare(pipe, cfg: Config, device: str):
         free_memory()
     offload, precision, note = pick_offload(cfg.offload, device, cfg.precision)
     configure(pipe, offload, precision, cfg.compile, device, **cfg.levers())
-    key = LoadSettings("bench", cfg.offload, cfg.precision, cfg.compile, device)
+    key = LoadSettings(model="bench", device=device, **cfg.settings())
     return Loaded(pipe=pipe, key=key, model="bench", model_name="bench", path="", device=device, dtype="",
                   offload=offload, precision=precision, test_model=True, load_s=0.0, notes=[note] if note else [])
 
@@ -163,7 +163,7 @@ def settings_of(target, cfg: Config, a, device: str) -> dict:
 
     return {"pipeline": "fluxnb", "offload": target.offload, "precision": target.precision, "dtype": dtype,
             "compile": cfg.compile, "compile_mode": cfg.compile_mode, **levers_in_effect(pipe),
-            "notes": target.notes, **common}
+            "flags": cfg.flags(), "notes": target.notes, **common}
 
 
 def setup(cfg: Config, a, device: str, row: dict, images: dict):

@@ -5,24 +5,30 @@ A row name is `baseline` (plain diffusers) or `[cap:]PART+PART...`, each part on
 - a memory policy: none (the default), auto (alias: default), encoders, model, group, sequential
 - a precision: bf16 (the default), fp8, fp8-fast
 - compile: regional torch.compile of the transformer blocks (fullgraph where no hooks)
-- autotune: compile mode max-autotune-no-cudagraphs (for what compile / vae compile)
+- a compile mode (max-autotune-no-cudagraphs, max-autotune, reduce-overhead; autotune:
+  max-autotune-no-cudagraphs), for what compile / compile-vae compile
 - fuse-qkv: fused QKV projections (before quantizing)
-- vae: channels-last VAE with its decoder compiled
+- compile-vae (or vae): channels-last VAE with its decoder compiled
 - attn-NAME: the attention backend NAME (diffusers' name, or cudnn, flex, flash, fa3, math, efficient)
 `cap:` runs the row under a per-process VRAM cap (--cap-gib, default 24) like a 24 GB card.
+The parts are fluxnb's settings of the same names (`Config.settings`): each row is what
+`fluxnb generate` runs with the flags in `Config.flags` (recorded in the row's JSON).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fluxnb.config.schema import SETTINGS, default
+from fluxnb.model.perf import COMPILE_MODES
 from fluxnb.model.perf_levers import CPU_BACKENDS, DEFAULT_BACKEND
 
 OFFLOADS = ("none", "auto", "encoders", "model", "group", "sequential")
 PRECISIONS = ("bf16", "fp8", "fp8-fast")
 PARTS = {"default": ("offload", "auto"), "compile": ("compile", True),
          "autotune": ("compile_mode", "max-autotune-no-cudagraphs"), "fuse-qkv": ("fuse_qkv", True),
-         "vae": ("compile_vae", True)}
+         "vae": ("compile_vae", True), "compile-vae": ("compile_vae", True),
+         **{mode: ("compile_mode", mode) for mode in COMPILE_MODES if mode != "default"}}
 ATTENTION = {"cudnn": "_native_cudnn", "flex": "flex", "flash": "flash", "fa3": "_flash_3", "math": "_native_math",
              "efficient": "_native_efficient", "sdpa-flash": "_native_flash"}
 
@@ -68,6 +74,24 @@ class Config:
         return {"fuse_qkv": self.fuse_qkv, "attention_backend": self.attention_backend,
                 "compile_mode": self.compile_mode, "compile_vae": self.compile_vae,
                 "compile_cache": True if self.compiles else None}
+
+    def settings(self) -> dict:
+        """The row as fluxnb's load settings (`fluxnb generate` flags, params keys, run-log columns)."""
+        return {"offload": self.offload, "precision": self.precision, "compile": self.compile,
+                **self.levers(), "compile_cache": self.compiles}
+
+    def flags(self) -> str:
+        """The `fluxnb generate` flags that load a pipeline the way this row does (the defaults left out)."""
+        out = []
+        for name, value in self.settings().items():
+            s = SETTINGS[name]
+            if name == "compile_cache" and not self.compiles:
+                continue  # it changes nothing without compiling
+            if s.type is bool and value != s.type(default(s)):
+                out.append(next(flag for flag, v, _ in s.shortcuts if v is value))
+            elif s.type is str and value != default(s):
+                out.append(f"{s.flags[0]} {value}")
+        return " ".join(out)
 
 
 def parse_config(name: str) -> Config:

@@ -65,6 +65,33 @@ def test_row_names_say_what_runs():
     assert rows_mod.parse_config("baseline").diffusers
 
 
+@pytest.mark.parametrize("old, new", [("fuse-qkv+compile", "compile+fuse-qkv"),
+                                      ("compile+autotune", "compile+max-autotune-no-cudagraphs"),
+                                      ("compile+vae", "compile+compile-vae"), ("attn-flex", "attn-flex")])
+def test_rows_are_named_with_the_settings_words_and_the_old_names_run_the_same(old, new):
+    """A row's parts are fluxnb's settings: the settings' own words parse to the same
+    configure arguments as the short names RESULTS.md uses, and each row says the
+    `fluxnb generate` flags that load a pipeline the same way."""
+    from fluxnb.config.settings import resolve
+    from fluxnb.front.cli import build_parser
+    from fluxnb.front.flags import settings_from_args
+
+    a, b = rows_mod.parse_config(old), rows_mod.parse_config(new)
+    assert (a.levers(), a.compile, a.offload, a.precision) == (b.levers(), b.compile, b.offload, b.precision)
+    args = build_parser().parse_args(["generate", "x", *a.flags().split()])
+    s = settings_from_args(args, prompt="x")
+    load = s.load
+    assert {k: getattr(load, k) for k in a.settings()} == a.settings()
+    assert resolve(**a.settings()).load == load
+
+
+def test_the_fastest_row_is_a_command_line():
+    cfg = rows_mod.parse_config("cap:encoders+" + rows_mod.FAST)
+    assert cfg.flags() == ("--offload encoders --precision fp8-fast --compile --fuse-qkv --compile-mode "
+                           "max-autotune-no-cudagraphs --compile-vae")
+    assert rows_mod.parse_config("fuse-qkv").flags() == "--offload none --fuse-qkv"   # no cache flag: nothing compiles
+
+
 def test_estimates_follow_what_the_run_has_measured():
     cal = rows_mod.Calibration()
     base, comp = rows_mod.parse_config("baseline"), rows_mod.parse_config("compile")
@@ -232,4 +259,5 @@ def test_a_compiled_row_says_which_cache_it_compiled_into(tiny_model, tmp_path, 
     assert compiled["status"] == "ok" and compiled["cache_files_before"] == 1
     assert compiled["settings"]["compile_cache"] == str((tmp_path / "cache" / "inductor").resolve())
     assert compiled["settings"]["channels_last_vae"] is True and compiled["compile_s"] is not None
+    assert compiled["settings"]["flags"] == "--offload none --compile --compile-vae"
     assert plain["cache_files_before"] is None and plain["settings"]["compile_cache"] is None

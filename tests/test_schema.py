@@ -31,11 +31,15 @@ FLAGS = {
     "output_dir": ["--out", "--output-dir"], "count": ["-n", "--count"], "model": ["--model"],
     "offload": ["--offload", "--cpu-offload", "--no-cpu-offload"], "precision": ["--precision"],
     "compile": ["--compile", "--no-compile"], "device": ["--device"], "max_sequence_length": ["--max-sequence-length"],
+    "fuse_qkv": ["--fuse-qkv", "--no-fuse-qkv"], "attention_backend": ["--attention-backend"],
+    "compile_mode": ["--compile-mode"], "compile_vae": ["--compile-vae", "--no-compile-vae"],
+    "compile_cache": ["--compile-cache", "--no-compile-cache"],
     "vae_tiling": ["--vae-tiling"], "enhance": ["--enhance", "--enhance-ai"], "enhance_model": ["--enhance-model"],
     "enhance_fallback": ["--enhance-fallback"], "enhance_cache": ["--no-enhance-cache"],
 }
 PARAMS_KEYS = ["prompts", "seeds", "steps", "size", "guidance", "model", "image_format", "jpeg_quality", "enhance",
-               "offload", "output_dir", "precision", "device", "compile", "max_sequence_length", "vae_tiling",
+               "offload", "output_dir", "precision", "device", "compile", "fuse_qkv", "attention_backend",
+               "compile_mode", "compile_vae", "compile_cache", "max_sequence_length", "vae_tiling",
                "enhance_model", "enhance_fallback", "batch_name", "force", "backend", "address", "workers",
                "gpus_per_worker", "ray_results"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import FluxnbError
-from .values import (READERS, defaults, in_range, model_defaults, model_name, parse_wxh, preset_or, prompt_text,
-                     render_size, size_name)
+from .values import (READERS, backend_name, defaults, in_range, model_defaults, model_name, parse_wxh, preset_or,
+                     prompt_text, render_size, size_name)
 
 # The --help sections, in order.
 GROUPS = ("quality (steps)", "size", "seed", "guidance", "output", "model and memory", "prompt enhancement")
@@ -54,6 +54,11 @@ class Setting:
     def all_flags(self) -> list[str]:
         """Every flag of the setting, as `fluxnb generate --help` lists them: presets, its own, shortcuts."""
         return [*(f"--{p}" for p, _ in preset_flags(self)), *self.flags, *(s[0] for s in self.shortcuts)]
+
+
+def switch(flag: str, on_help: str, off_help: str = "") -> tuple:
+    """A bool setting's shortcuts: `--flag` (true) and `--no-flag` (false)."""
+    return ((flag, True, on_help), ("--no-" + flag[2:], False, off_help))
 
 
 TABLE = (
@@ -101,6 +106,29 @@ TABLE = (
             shortcuts=(("--compile", True, "torch.compile the transformer blocks (the first image at each size "
                                             "compiles)"), ("--no-compile", False, "")),
             note="torch.compile the transformer (default false)"),
+    # The speed levers (model/perf_levers.py): load settings, opt-in, each a row of benchmarks/bench_gpu.py.
+    Setting("fuse_qkv", bool, group="model and memory", note="true: one fused q/k/v matmul per attention (default "
+            "false; no LoRAs on a fused model)", shortcuts=switch("--fuse-qkv", "fuse each attention's q/k/v "
+            "projections into one matmul (before fp8; LoRAs cannot be loaded onto a fused model)")),
+    Setting("attention_backend", str, "diffusers' attention backend: default (PyTorch's SDPA), _native_cudnn, "
+            "flex, flash (flash-attn), ...; on the CPU only default, native, _native_math or flex",
+            ("--attention-backend",), "NAME", group="model and memory", read=backend_name,
+            param="default or a diffusers attention backend name",
+            note="default, or a diffusers attention backend (_native_cudnn, flex, ...; the CPU: native, _native_math, "
+                 "flex)"),
+    Setting("compile_mode", str, "torch.compile's mode with --compile / --compile-vae: {choices}",
+            ("--compile-mode",), "MODE", choices=("default", "max-autotune-no-cudagraphs", "max-autotune",
+                                                  "reduce-overhead"), group="model and memory",
+            note="{choice_list} (torch.compile's mode with compile or compile_vae; default: torch's own)"),
+    Setting("compile_vae", bool, group="model and memory", note="true: channels-last VAE with its decoder compiled "
+            "(default false)", shortcuts=switch("--compile-vae", "channels-last VAE, its decoder compiled (the first "
+                                                "image at each size compiles)")),
+    Setting("compile_cache", bool, group="model and memory",
+            shortcuts=switch("--compile-cache", "keep compiled kernels under fluxnb's cache folder (on a pod: the "
+                             "volume) for the next process (the default)",
+                             "leave torch's compile cache where torch keeps it (/tmp)"),
+            note="true: compiled kernels kept under fluxnb's cache folder, on a pod the volume (default true; with "
+                 "compile or compile_vae)"),
     Setting("max_sequence_length", int, "T5 tokens, {range} (512 dev)", ("--max-sequence-length",), "N",
             group="model and memory", note="T5 tokens, {range} (the model's default)"),
     Setting("vae_tiling", str, "{choices} (default {default}: on above 2 MP)", ("--vae-tiling",),

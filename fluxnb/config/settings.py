@@ -36,6 +36,11 @@ class LoadSettings:
     precision: str
     compile: bool
     device: str
+    fuse_qkv: bool = False
+    attention_backend: str = "default"
+    compile_mode: str = "default"      # "default" when nothing is compiled
+    compile_vae: bool = False
+    compile_cache: bool = False        # False when nothing is compiled
 
 
 @dataclass
@@ -59,6 +64,11 @@ class Settings:
     offload: str = "auto"
     precision: str = "bf16"
     compile: bool = False
+    fuse_qkv: bool = False
+    attention_backend: str = "default"
+    compile_mode: str = "default"
+    compile_vae: bool = False
+    compile_cache: bool = True
     device: str = "auto"
     max_sequence_length: int = 512
     enhance_model: str = ""
@@ -69,7 +79,12 @@ class Settings:
 
     @property
     def load(self) -> LoadSettings:
-        return LoadSettings(self.model, self.offload, self.precision, self.compile, self.device)
+        """The load settings; the compile mode and cache count only when something is compiled
+        (so they do not reload a pipeline that compiles nothing)."""
+        compiles = self.compile or self.compile_vae
+        return LoadSettings(self.model, self.offload, self.precision, self.compile, self.device, self.fuse_qkv,
+                            self.attention_backend, self.compile_mode if compiles else "default", self.compile_vae,
+                            self.compile_cache and compiles)
 
     @property
     def render_size(self) -> tuple[int, int]:

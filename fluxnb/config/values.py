@@ -187,6 +187,19 @@ def model_name(name: str, value: Any) -> str:
     return v
 
 
+def backend_name(name: str, value: Any) -> str:
+    """The attention backend's reader: a name as diffusers spells it (lower case); empty is
+    `default`. Which names this diffusers knows, and which run on the device, is checked when
+    the model loads (model/perf_levers.py)."""
+    v = as_text(name, value).strip().lower()
+    if not v:
+        return "default"
+    if not re.fullmatch(r"[a-z0-9_]+", v):
+        raise FluxnbError(f"{name} {value!r}: not an attention backend name", field=name, value=value,
+                          fix="use default, or a diffusers backend name such as _native_cudnn or flex")
+    return v
+
+
 def prompt_text(name: str, value: Any) -> str:
     """The prompt's reader: the text as given (not stripped); None is the empty prompt."""
     return "" if value is None else as_text(name, value)

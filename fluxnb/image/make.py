@@ -213,7 +213,8 @@ class _Run:
             images = self.call(jobs, "pil")
             den, dec = self.timer.split(time.perf_counter())
             images = [finish_image(im, j.settings, j.seed) for im, j in zip(images, jobs)]
-            self.finish(jobs, images, den, dec, self.compile_s(jobs[0].settings, den))
+            s = jobs[0].settings
+            self.finish(jobs, images, den, dec, self.compile_s(s, "denoise", den), self.compile_s(s, "decode", dec))
 
     def staged(self, calls: list) -> None:
         """Every call denoises (latents kept) before any is decoded; the components stay on
@@ -224,7 +225,9 @@ class _Run:
                 try:
                     for jobs in calls:
                         t0 = time.perf_counter()
-                        pending.append((jobs, self.call(jobs, "latent"), time.perf_counter() - t0))
+                        latents = self.call(jobs, "latent")
+                        den = time.perf_counter() - t0
+                        pending.append((jobs, latents, den, self.compile_s(jobs[0].settings, "denoise", den)))
                 except KeyboardInterrupt:
                     stopped = self.active
                     self.decode(pending)
@@ -236,40 +239,49 @@ class _Run:
 
     def decode(self, pending: list) -> None:
         while pending:
-            jobs, latents, den = pending.pop(0)
+            jobs, latents, den, den_compile = pending.pop(0)
             self.active = jobs
             t0 = time.perf_counter()
             images = [finish_image(im, j.settings, j.seed)
                       for im, j in zip(decode_latents(self.loaded, jobs[0].settings, latents), jobs)]
-            self.finish(jobs, images, den, time.perf_counter() - t0, 0.0)
+            dec = time.perf_counter() - t0
+            self.finish(jobs, images, den, dec, den_compile, self.compile_s(jobs[0].settings, "decode", dec))
 
-    def compile_s(self, s: Settings, denoise_s: float) -> float:
-        """What compiling cost, on the first call at a size with a compiled transformer."""
+    def compile_s(self, s: Settings, part: str, seconds: float) -> float:
+        """What compiling cost in a call's `part` (its `seconds`), on the first call at a size:
+        `denoise` with compile (the first steps above the steady step time), `decode` with
+        compile_vae (the whole first decode: a steady one is a small part of it)."""
         loaded, size = self.loaded, s.render_size
-        if not getattr(getattr(loaded, "key", None), "compile", False) or size in loaded.compiled_sizes:
+        on = getattr(getattr(loaded, "key", None), "compile" if part == "denoise" else "compile_vae", False)
+        mark = size if part == "denoise" else ("vae", *size)
+        if not on or mark in loaded.compiled_sizes:
             return 0.0
-        loaded.compiled_sizes.add(size)
-        measured = self.timer.compile_s()
-        compile_s = measured if measured is not None else denoise_s
-        log.info("compile: %.1f s for the first image at %dx%d (later images skip it)", compile_s, *size)
+        loaded.compiled_sizes.add(mark)
+        measured = self.timer.compile_s() if part == "denoise" else None
+        compile_s = measured if measured is not None else seconds
+        log.info("compile: %.1f s (%s) for the first image at %dx%d (later images skip it)", compile_s,
+                 "transformer" if part == "denoise" else "VAE decoder", *size)
         return compile_s
 
-    def finish(self, jobs: list[Job], images: list, denoise_s: float, decode_s: float, compile_s: float) -> None:
-        """Save and record each image of a call; the call's time is shared among its images."""
+    def finish(self, jobs: list[Job], images: list, denoise_s: float, decode_s: float, den_compile: float,
+               dec_compile: float) -> None:
+        """Save and record each image of a call; the call's time is shared among its images,
+        compiling apart from denoising (`den_compile`) and decoding (`dec_compile`)."""
         from ..outputs import runlog
 
         n = len(jobs)
+        compile_s, denoise_s, decode_s = den_compile + dec_compile, denoise_s - den_compile, decode_s - dec_compile
         for job, image in zip(jobs, images):
             s, text = job.settings, self.texts[text_key(job.settings)]
             rec = base_record(s, job.seed, plan=text.plan, enh=text.enh, loaded=self.loaded)
             first_load, first_text = "load" not in self.charged, id(text) not in self.charged
             self.charged.update({"load", id(text)})
-            rec.update(job.extra, denoise_s=round((denoise_s - compile_s) / n, 4), decode_s=round(decode_s / n, 4),
+            rec.update(job.extra, denoise_s=round(denoise_s / n, 4), decode_s=round(decode_s / n, 4),
                        compile_s=round(compile_s / n, 4),
                        load_s=round(self.loaded.load_s, 4) if first_load else 0.0,
                        enhance_s=text.enhance_s if first_text else 0.0, encode_s=text.encode_s if first_text else 0.0,
                        status="ok")
-            rec["elapsed_s"] = round((denoise_s + decode_s) / n + rec["enhance_s"] + rec["encode_s"], 4)
+            rec["elapsed_s"] = round((denoise_s + decode_s + compile_s) / n + rec["enhance_s"] + rec["encode_s"], 4)
             item = GeneratedImage(image=image, seed=job.seed, settings=s.replace(seed=job.seed, count=1),
                                   metadata=metadata(rec, s, job.seed))
             if self.save:

@@ -15,6 +15,8 @@ from .. import __version__
 from ..config.settings import FIELDS, Settings, draw_seed, resolve
 from ..errors import FluxnbError
 
+# The speed levers' load settings: recorded as the pipeline was loaded with them.
+LEVERS = ("fuse_qkv", "attention_backend", "compile_mode", "compile_vae", "compile_cache")
 IDENTITY_FIELDS = ("prompt", "enhance", "enhance_model", "steps", "guidance", "size", "model", "max_sequence_length",
                    "precision", "image_format", "jpeg_quality")
 
@@ -103,7 +105,9 @@ def base_record(s: Settings, seed: int, *, plan=None, enh=None, loaded=None) -> 
         "model_name": loaded.model_name if loaded else "", "dtype": loaded.dtype if loaded else "",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "fluxnb_version": __version__,
     }
-    if loaded:  # the policy in effect (auto resolved), not the setting
+    if loaded:  # the load settings in effect (auto resolved; the compile mode and cache only when compiling)
+        key = getattr(loaded, "key", None)
+        known.update({k: getattr(key, k) for k in LEVERS if hasattr(key, k)})
         known.update(offload=loaded.offload, precision=loaded.precision, device=loaded.device)
     rec = {k: known[k] if k in known else getattr(s, k) for k in COLUMNS if k in known or k in FIELDS}
     if enh and enh.fallback_from:

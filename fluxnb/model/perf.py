@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import statistics
 
+from ..config.schema import CHOICES
 from ..errors import FluxnbError
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,21 @@ FP8_FAST_FIX = ("use --precision fp8 (float8 storage, any GPU) or bf16; fp8-fast
 def apply_precision(pipe, precision: str, device: str, *, resident: bool = True) -> None:
     """Apply `precision` to the transformer; `resident`: it will live on `device` (so
     fp8-fast can quantize it layer by layer straight onto the GPU)."""
+    check_precision(precision)
     if precision == "fp8":
         apply_fp8(pipe, device)
     elif precision == "fp8-fast":
         apply_fp8_fast(pipe, device if resident else None)
-    elif precision != "bf16":
+
+
+def check_precision(precision: str) -> None:
+    """A FluxnbError when `precision` is unknown or cannot run here (fp8-fast), before anything changes."""
+    if precision not in PRECISIONS:
         raise FluxnbError(f"precision {precision!r}: unknown", field="precision", value=precision,
                           fix=f"use one of {', '.join(PRECISIONS)}")
+    problem = fp8_fast_problem() if precision == "fp8-fast" else None
+    if problem:
+        raise FluxnbError(f"precision fp8-fast: {problem}", field="precision", value="fp8-fast", fix=FP8_FAST_FIX)
 
 
 def apply_fp8(pipe, device: str) -> None:
@@ -76,15 +85,13 @@ def fp8_fast_problem() -> str | None:
 
 def apply_fp8_fast(pipe, device: str | None) -> None:
     """float8 weights and activations with float8 matmuls (torchao, per-row scales)."""
-    problem = fp8_fast_problem()
-    if problem:
-        raise FluxnbError(f"precision fp8-fast: {problem}", field="precision", value="fp8-fast", fix=FP8_FAST_FIX)
+    check_precision("fp8-fast")
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
     quantize_(pipe.transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), device=device)
 
 
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
+COMPILE_MODES = CHOICES["compile_mode"]  # the compile_mode setting's (config/schema.py)
 
 
 def compile_kwargs(mode: str | None, *, fullgraph: bool) -> dict:

@@ -1,5 +1,7 @@
 """Opt-in speed levers applied at load time, each measured as its own row by
-benchmarks/bench_gpu.py (the ones flux-fast reached 2.97 s per FLUX.1-dev image on an H100 with):
+benchmarks/bench_gpu.py (the ones flux-fast reached 2.97 s per FLUX.1-dev image on an H100 with).
+Each is a load setting of the same name (config/schema.py: `--fuse-qkv`, `--attention-backend`,
+`--compile-mode`, `--compile-vae`, `--compile-cache`), passed by pipeline.load to configure:
 
 - `fuse_qkv`: each attention's query, key and value projections as one Linear (one matmul
   instead of three), the transformer's and the VAE's. Applied before quantizing, so the
@@ -109,7 +111,25 @@ def check_attention_backend(backend: str | None, device: str) -> str:
         raise FluxnbError(f"attention_backend {backend!r}: needs a CUDA GPU (device is {device})",
                           field="attention_backend", value=backend,
                           fix=f"use {DEFAULT_BACKEND} or one of {', '.join(CPU_BACKENDS)} here")
+    missing = backend_missing(backend) if backend != DEFAULT_BACKEND else None
+    if missing:
+        raise FluxnbError(f"attention_backend {backend!r}: not usable here: {missing}", field="attention_backend",
+                          value=backend, fix=f"install what it names, or use {DEFAULT_BACKEND}")
     return backend
+
+
+def backend_missing(backend: str) -> str | None:
+    """What a known backend lacks here (flash-attn, sageattention, kernels, ...), as diffusers
+    says it when the backend is set; None when nothing is missing."""
+    try:
+        from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+    except ImportError:  # diffusers without the dispatcher (attention_backends() knew only default)
+        return None
+    try:
+        _check_attention_backend_requirements(AttentionBackendName(backend))
+    except (RuntimeError, ImportError) as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
 
 
 def apply_attention_backend(pipe, backend: str | None, device: str) -> str:
@@ -205,9 +225,11 @@ def default_compile_cache() -> Path:
 
 def use_compile_cache(folder: bool | str | os.PathLike | None = True) -> str | None:
     """Keep torch.compile's inductor and Triton caches in `folder` (True: the default
-    folder; None/False: torch's own, under /tmp, lost with the machine). A
-    TORCHINDUCTOR_CACHE_DIR set by the user wins over the default folder. Returns the
-    folder in effect (None: torch's default)."""
+    folder; False: torch's own, under /tmp, lost with the machine: what an earlier call
+    changed is put back; None: left as it is). A TORCHINDUCTOR_CACHE_DIR set by the user
+    wins over the default folder. Returns the folder fluxnb chose (None: none)."""
+    if folder is False:
+        _put_back_cache_env()
     if not folder:
         return None
     # 1. Which folder: an explicit one, the user's own variable, or fluxnb's default.
@@ -221,18 +243,45 @@ def use_compile_cache(folder: bool | str | os.PathLike | None = True) -> str | N
         return str(target)
 
     # 2. Point inductor there; Triton follows unless the user placed it elsewhere.
+    if "set" not in _SAVED_ENV or current != _SAVED_ENV["set"]:  # what compile_cache off puts back
+        _SAVED_ENV["env"] = {"TORCHINDUCTOR_CACHE_DIR": current}
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(target)
     triton = os.environ.get("TRITON_CACHE_DIR")
     old_roots = {p for p in (current and os.path.abspath(current), torch_default) if p}
     if triton and any(os.path.abspath(triton).startswith(root + os.sep) for root in old_roots):
+        _SAVED_ENV["env"].setdefault("TRITON_CACHE_DIR", triton)
         del os.environ["TRITON_CACHE_DIR"]
 
     # 3. Forget paths inductor already memoized in this process.
+    _forget_cache_paths()
+    _SAVED_ENV["set"] = str(target)
+    log.info("compile cache: %s", target)
+    return str(target)
+
+
+_SAVED_ENV: dict = {}   # "env": the cache variables fluxnb changed, as they were; "set": the folder it chose
+
+
+def _put_back_cache_env() -> None:
+    """compile_cache off after a load that had it on: the variables as they were, unless
+    something else changed them since."""
+    before, chosen = _SAVED_ENV.get("env"), _SAVED_ENV.get("set")
+    if before is None or os.environ.get("TORCHINDUCTOR_CACHE_DIR") != chosen:
+        return
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _SAVED_ENV.clear()
+    _forget_cache_paths()
+    log.info("compile cache: torch's own")
+
+
+def _forget_cache_paths() -> None:
     utils = sys.modules.get("torch._inductor.utils")
     if utils is not None and hasattr(utils, "clear_caches"):
         utils.clear_caches()
-    log.info("compile cache: %s", target)
-    return str(target)
 
 
 def _torch_default_cache() -> str:

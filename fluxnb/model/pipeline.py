@@ -1,8 +1,9 @@
 """Loading FLUX once per process: resolving a model, dtype, device and memory policy.
 
 `get_pipeline(load_settings)` returns the loaded pipeline, loading it only when the load
-settings (model, offload, precision, compile, device) differ from the one in memory; a
-notebook pays the load once, not per image.
+settings (model, offload, precision, compile, device and the speed levers: fuse_qkv,
+attention_backend, compile_mode, compile_vae, compile_cache) differ from the one in memory;
+a notebook pays the load once, not per image.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Loaded:
     load_s: float
     notes: list = field(default_factory=list)
     embeds: dict = field(default_factory=dict)  # (clip_prompt, t5_prompt, max_sequence_length) -> tensors
-    compiled_sizes: set = field(default_factory=set)  # (w, h) already compiled for (with compile on)
+    compiled_sizes: set = field(default_factory=set)  # (w, h): blocks compiled; ("vae", w, h): the VAE decoder
 
 
 _CURRENT: Loaded | None = None
@@ -150,16 +151,19 @@ def get_pipeline(key: LoadSettings) -> Loaded:
 
 def load(key: LoadSettings) -> Loaded:
     """Load a pipeline (no caching: use get_pipeline)."""
-    # 1. Resolve the model, device and dtype.
+    # 1. Resolve the device and check the options for it (before a download or reading the
+    #    weights), then the model, dtype and memory policy.
     t0 = time.perf_counter()
     quiet_libraries()
-    path = resolve_model(key.model)
     import torch
+
+    device = pick_device(key.device)
+    check_options(key.precision, device, key.attention_backend, key.compile_mode)
+    path = resolve_model(key.model)
     from diffusers import FluxPipeline
 
     from .testmodel import is_test_model
 
-    device = pick_device(key.device)
     dtype = pick_dtype(device)
     offload, precision, note = pick_offload(key.offload, device, key.precision)
     notes = [note] if note else []
@@ -179,7 +183,9 @@ def load(key: LoadSettings) -> Loaded:
 
     # 3. Precision, memory policy and compilation.
     try:
-        configure(pipe, offload, precision, key.compile, device)
+        configure(pipe, offload, precision, key.compile, device, fuse_qkv=key.fuse_qkv,
+                  attention_backend=key.attention_backend, compile_mode=key.compile_mode,
+                  compile_vae=key.compile_vae, compile_cache=key.compile_cache)
     except torch.OutOfMemoryError:
         raise oom_error(key, offload) from None
     for n in notes:
@@ -197,14 +203,16 @@ def configure(pipe, offload: str, precision: str, compile: bool, device: str, *,
     """Precision first (fp8 weights then move to the GPU at their smaller size), then the
     memory policy, then compilation (which must see the final modules). load() and
     benchmarks/bench_gpu.py both go through here. The keyword options are perf_levers'
-    opt-in speed levers: fused QKV and the attention backend come before precision (the
-    fused projection is what gets quantized), channels-last VAE weights before the memory
-    policy, the compile cache folder and the VAE decoder's compile with the transformer's."""
+    opt-in speed levers (the settings of the same names): fused QKV and the attention
+    backend come before precision (the fused projection is what gets quantized),
+    channels-last VAE weights before the memory policy, the compile cache folder and the
+    VAE decoder's compile with the transformer's. Every option is checked first: a refused
+    one leaves the pipeline as it was. `compile_cache`: True, fluxnb's folder; False,
+    torch's own; None, as it is."""
     from . import perf_levers as levers
-    from .perf import apply_compile, apply_precision, compile_kwargs
+    from .perf import apply_compile, apply_precision
 
-    compile_kwargs(compile_mode, fullgraph=False)  # checked before anything changes
-    levers.check_attention_backend(attention_backend, device)
+    check_options(precision, device, attention_backend, compile_mode)
     if fuse_qkv:
         levers.fuse_qkv(pipe)
     levers.apply_attention_backend(pipe, attention_backend, device)
@@ -218,6 +226,19 @@ def configure(pipe, offload: str, precision: str, compile: bool, device: str, *,
         apply_compile(pipe, mode=compile_mode)
     if compile_vae:
         levers.apply_compile_vae(pipe, mode=compile_mode)
+
+
+def check_options(precision: str, device: str, attention_backend: str = "default",
+                  compile_mode: str = "default") -> None:
+    """A FluxnbError for a precision, attention backend or compile mode that cannot run on
+    `device` (fp8-fast without torchao or an Ada/Hopper GPU, a backend this diffusers does
+    not know, a GPU-only one on the CPU, one whose package is missing, an unknown mode)."""
+    from .perf import check_precision, compile_kwargs
+    from .perf_levers import check_attention_backend
+
+    compile_kwargs(compile_mode, fullgraph=False)
+    check_attention_backend(attention_backend, device)
+    check_precision(precision)
 
 
 def apply_offload(pipe, offload: str, device: str) -> None:
