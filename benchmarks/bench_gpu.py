@@ -6,7 +6,7 @@ CLIP-L, VAE) is built directly on the GPU in bf16 (fluxnb.testmodel, nothing dow
 the same seeds give the same weights in every row). Each row gets a freshly built pipeline
 prepared as fluxnb's loader prepares one (pipeline.pick_offload, then pipeline.configure:
 levers, precision, memory policy, compile) and makes its images through
-fluxnb.image.render.encode/render, as `fluxnb generate` does. The baseline is a plain
+the one image path (fluxnb.image.make.make), as `fluxnb generate` does. The baseline is a plain
 diffusers FluxPipeline, bf16, resident, called with the prompt. Rows and sets of rows:
 bench_gpu_rows.py (`cap:` rows run under a per-process VRAM cap, --cap-gib, default 24).
 
@@ -141,13 +141,14 @@ def make_image(target, cfg: Config, steps: int, size: int, seed: int):
             image = target(PROMPT, width=size, height=size, num_inference_steps=steps, guidance_scale=3.5,
                            generator=torch.Generator("cpu").manual_seed(seed), max_sequence_length=512).images[0]
         return time.perf_counter() - t0, image
-    from fluxnb.image.render import encode, render
     from fluxnb.config.settings import resolve
+    from fluxnb.image.make import make
+    from fluxnb.image.record import Job
 
     s = resolve(use_env=False, prompt=PROMPT, steps=steps, size=f"{size}x{size}", guidance=3.5, seed=seed,
                 max_sequence_length=512, model="black-forest-labs/FLUX.1-dev")
-    image, _timings = render(target, s, seed, encode(target, PROMPT, PROMPT, 512), progress=False)
-    return time.perf_counter() - t0, image
+    [made] = make([Job(s, seed)], loaded=target, save=False, record=False, progress=False)
+    return time.perf_counter() - t0, made.image
 
 
 def settings_of(target, cfg: Config, a, device: str) -> dict:

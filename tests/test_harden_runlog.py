@@ -86,6 +86,8 @@ def test_any_well_formed_lines_never_break_the_log(tmp_path, records):
                 assert isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 2**63
             elif kind == "float64":
                 assert isinstance(v, float) and math.isfinite(v)
+            elif kind == "boolean":
+                assert isinstance(v, bool)
             else:
                 assert isinstance(v, str)
     df = runlog.load(out)

@@ -49,7 +49,7 @@ def cluster(session_env, tiny_model, tmp_path_factory):
         import os
         import time
 
-        import fluxnb.image.make as generation
+        import fluxnb.image.make as making
         import fluxnb.outputs.metadata as output
         from fluxnb import runlog
 
@@ -60,18 +60,19 @@ def cluster(session_env, tiny_model, tmp_path_factory):
             except FileNotFoundError:
                 return False
 
-        write_new, append, render = output.write_new, runlog.append, generation.render
+        write_new, append, denoise = output.write_new, runlog.append, making.denoise
 
-        def render_(*args, **kwargs):
+        def denoise_(loaded, jobs, *args, **kwargs):  # one pipeline call (an item: one image)
+            seeds = {job.seed for job in jobs}
             if claim("in-render"):
                 os._exit(1)
             if (switches / "slow").exists():
                 time.sleep(float((switches / "slow").read_text()))
-            if (switches / "fail-seed").exists() and args[2] == int((switches / "fail-seed").read_text()):
-                raise RuntimeError("a failure for this seed")  # render(loaded, settings, seed, embeds, ...)
-            if (switches / "crash-seed").exists() and args[2] == int((switches / "crash-seed").read_text()):
+            if (switches / "fail-seed").exists() and int((switches / "fail-seed").read_text()) in seeds:
+                raise RuntimeError("a failure for this seed")
+            if (switches / "crash-seed").exists() and int((switches / "crash-seed").read_text()) in seeds:
                 os._exit(1)
-            return render(*args, **kwargs)
+            return denoise(loaded, jobs, *args, **kwargs)
 
         def write_new_(directory, name, data):
             path = write_new(directory, name, data)
@@ -84,7 +85,7 @@ def cluster(session_env, tiny_model, tmp_path_factory):
             if record.get("status") == "ok" and claim("after-record"):
                 os._exit(1)
 
-        generation.render, output.write_new, runlog.append = render_, write_new_, append_
+        making.denoise, output.write_new, runlog.append = denoise_, write_new_, append_
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
              runtime_env={"worker_process_setup_hook": install_switches})

@@ -29,6 +29,7 @@ def print_text(text: str) -> None:
 def cmd_generate(args) -> int:
     from ..config.settings import check_output_dir
     from ..image.make import generate
+    from ..outputs.recover import tidy_and_recover
 
     if args.from_image:
         from ..outputs.metadata import read_settings
@@ -37,6 +38,7 @@ def cmd_generate(args) -> int:
     else:
         s = settings_from_args(args, prompt=args.prompt)
     check_output_dir(s.output_dir)  # before the model loads
+    tidy_and_recover(s.output_dir)  # a killed run's temp links gone, its unrecorded images recorded
     results = generate(settings=s, progress=not args.json and sys.stderr.isatty())
     if args.json:
         print_json({"images": [dict(r.record) for r in results]})

@@ -1,19 +1,32 @@
-"""One call that makes N images from settings, each with an explicit seed.
+"""The one path that makes images: enhance -> token plan -> encode (cached) -> denoise ->
+decode -> save -> record. `generate`, sweep cells, batch items, Ray workers and the widgets
+all make their images through `make` (or `generate` / `attempt`, which call it).
 
-Every result carries its own metadata (the run-log record plus the settings that
-reproduce it); saving embeds that metadata, and every image and every failed attempt
-appends one record to the run log.
+`make(jobs)` takes a list of jobs sharing one pipeline (load settings). Each distinct prompt
+is enhanced, planned and encoded once; the images are made in pipeline calls of up to
+`batch_size` jobs that share everything but seed and prompt (`render.render_key`); `staged`
+denoises every call before decoding any, so under model offload the transformer and the
+VAE each move to the GPU once. Every image is saved with its metadata and recorded in the
+run log; every failed attempt is recorded once (`record.failure_record`) and raised.
+
+Where a new input goes: a setting (config), its column (outputs.runlog.COLUMNS), and the
+two seams in `render`: `prepare` (the pipeline for a job: LoRA adapters, an img2img /
+inpaint / Kontext pipeline from `from_pipe`) and `call_kwargs` (the diffusers arguments:
+init image, mask, strength). Step hooks (progress, timers, stop, preview) are
+`callbacks.Callback` objects.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from ..config.settings import Settings, require_prompt, resolve
 from ..errors import FluxnbError, RuntimeFailure
-from .record import GeneratedImage, base_record, seeds_for, versions
-from .render import encode, render
+from .callbacks import Hooks, ProgressBar, StepTimer
+from .record import GeneratedImage, Job, base_record, failure_record, metadata, seeds_for
+from .render import decode_latents, denoise, encode, finish_image, kept_on_device, render_key
 
 log = logging.getLogger(__name__)
 
@@ -21,119 +34,272 @@ log = logging.getLogger(__name__)
 def generate(prompt: str | None = None, *, settings: Settings | None = None, seeds=None, callbacks=(),
              progress: bool = True, save: bool = True, record: bool = True, extra: dict | None = None,
              **overrides) -> list[GeneratedImage]:
-    """Make `count` images (or one per seed in `seeds`) from settings.
+    """Make `count` images (or one per seed in `seeds`) from settings, one pipeline call each.
 
     `settings`: a Settings to start from; `overrides`: any setting by name (they win).
-    `callbacks`: diffusers-style `callback_on_step_end` callables. `extra`: more fields
-    for each run-log record (sweep_id, batch_id, ...). Saves each image with its metadata
-    and appends a run-log record unless told not to; a failure is recorded and raised."""
-    from ..model.pipeline import get_pipeline, oom_error
-    from ..outputs import runlog
-    from ..outputs.metadata import save as save_image
-    from ..prompt import enhancer as enhance_mod
-    from ..prompt.tokens import count_tokens as token_plan
-    from ..prompt.tokens import summary
-
+    `callbacks`: diffusers-style `callback_on_step_end` callables, or `callbacks.Callback`
+    objects. `extra`: more fields for each run-log record (sweep_id, batch_id, ...). Saves
+    each image with its metadata and appends a run-log record unless told not to; a
+    failure is recorded and raised."""
     # 1. Validate.
     if prompt is not None:
         overrides["prompt"] = prompt
     s = settings.replace(**overrides) if settings is not None else resolve(**overrides)
     require_prompt(s.prompt)
-    seed_list = seeds_for(s, seeds)
-    extra = dict(extra or {})
-    t_start = time.perf_counter()
+    # 2. One job per seed, made one at a time.
+    jobs = [Job(s, seed, dict(extra or {})) for seed in seeds_for(s, seeds)]
+    return make(jobs, callbacks=callbacks, progress=progress, save=save, record=record)
 
-    def fail(exc: Exception, seed: int, stage_rec: dict | None = None) -> None:
+
+def attempt(job: Job, *, save: bool = True, record: bool = True) -> tuple[GeneratedImage | None, dict | None]:
+    """Make one job and never raise for its failure (a batch item, a Ray task): (the image,
+    None) or (None, its failure record). The failure is recorded once when `record`: by the
+    path, or here for an error the path did not see. An interrupt (Ctrl-C) is raised."""
+    s = job.settings
+    try:
+        [made] = generate(settings=s, seeds=[job.seed], progress=False, save=save, record=record, extra=job.extra)
+    except FluxnbError as e:  # recorded by the path
+        return None, failure_record(s, job.seed, e, extra=job.extra)
+    except Exception as e:  # noqa: BLE001 - recorded here, and the caller goes on
+        rec = failure_record(s, job.seed, e, extra=job.extra)
         if record:
-            rec = dict(stage_rec or base_record(s, seed))
-            rec.update(extra, status=getattr(exc, "status", "error"), error=str(exc),
-                       elapsed_s=round(time.perf_counter() - t_start, 4))
+            from ..outputs import runlog
+
             runlog.append(s.output_dir, rec)
+        return None, rec
+    return made, None
 
-    # 2. Enhance the prompt (once for all seeds).
-    t0 = time.perf_counter()
+
+@dataclass
+class Text:
+    """A prompt ready for the model: its enhancement, token plan, embeddings, and their cost."""
+
+    enh: object
+    enhance_s: float
+    plan: object = None
+    embeds: object = None
+    encode_s: float = 0.0
+
+
+def text_key(s: Settings) -> tuple:
+    """Jobs with the same key share one enhancement, token plan and encoding."""
+    return (s.prompt, s.enhance, s.enhance_model, s.max_sequence_length)
+
+
+def make(jobs: list[Job], *, callbacks=(), progress: bool = True, save: bool = True, record: bool = True,
+         batch_size: int | None = 1, staged: bool | None = False, loaded=None) -> list[GeneratedImage]:
+    """Make `jobs` (sharing load settings); returns the images in job order.
+
+    `batch_size`: jobs per pipeline call (None: 4 on the CPU, where it is faster, 1 on a
+    GPU); `staged`: all denoising before any decoding (None: under model offload).
+    `callbacks`: see `generate`; each one's `made(job, image)` hears of every saved image.
+    `loaded`: a pipeline to use (a benchmark's own) instead of `get_pipeline`'s."""
+    from ..model.pipeline import get_pipeline
+
+    if not jobs:
+        return []
+    if len({j.settings.load for j in jobs}) > 1:
+        raise ValueError("make: jobs with different load settings (group them by settings.load)")
+    timer = StepTimer()
+    run = _Run(jobs, Hooks([timer, *([ProgressBar()] if progress else []), *callbacks]), timer, save, record)
+    # 1. Enhance each distinct prompt once, with the first job's seed (before loading: a
+    #    failed enhancer costs no load).
+    for job in jobs:
+        if text_key(job.settings) not in run.texts:
+            run.enhance(job, jobs[0].seed)
+    # 2. Load the pipeline (once per process); plan and encode each distinct prompt once.
     try:
-        enh = enhance_mod.enhance(s.prompt, backend=s.enhance, model=s.enhance_model, seed=seed_list[0],
-                                  use_cache=s.enhance_cache, fallback=s.enhance_fallback)
+        run.loaded = loaded or get_pipeline(jobs[0].settings.load)
     except FluxnbError as e:
-        e.status = "enhance_failed"
-        fail(e, seed_list[0])
+        run.fail([jobs[0]], e)
         raise
-    enhance_s = round(time.perf_counter() - t0, 4)
-
-    # 3. Load the pipeline (once per process) and plan the tokens with its tokenizers.
+    for job in jobs:
+        if run.texts[text_key(job.settings)].embeds is None:
+            run.encode(job)
+    # 3. Pipeline calls: jobs sharing render settings, batch_size at a time.
+    n = batch_size or (4 if run.loaded.device == "cpu" else 1)
+    staged = run.loaded.offload == "model" if staged is None else staged
+    groups: dict = {}
+    for job in jobs:
+        groups.setdefault(render_key(job.settings), []).append(job)
+    calls = [g[i:i + n] for g in groups.values() for i in range(0, len(g), n)]
+    if len(calls) < len(jobs) or staged:
+        log.info("%d images in %d pipeline call(s)%s", len(jobs), len(calls), ", staged" if staged else "")
+    # 4. Denoise, decode, save and record.
     try:
-        loaded = get_pipeline(s.load)
-    except FluxnbError as e:
-        fail(e, seed_list[0])
+        if staged:
+            run.staged(calls)
+        else:
+            run.unstaged(calls)
+    except KeyboardInterrupt:
+        run.fail(run.unmade(), RuntimeFailure("interrupted", status="interrupted"))
         raise
-    plan = token_plan(enh.enhanced, pipe=loaded.pipe, t5_limit=s.max_sequence_length)
-    log.info("prompt %r (%s)", _short(enh.enhanced), summary(plan))
-    if plan.clip_dropped:
-        log.info("CLIP sees the first %d tokens; T5 gets the whole prompt", plan.clip_limit)
-
-    # 4. Encode the prompt once.
-    t0 = time.perf_counter()
-    try:
-        embeds = encode(loaded, plan.clip_prompt, plan.t5_prompt, s.max_sequence_length)
     except Exception as e:  # noqa: BLE001 - recorded, then raised as a clear error
-        err = as_error(e, loaded, oom_error)
-        fail(err, seed_list[0], base_record(s, seed_list[0], plan=plan, enh=enh, loaded=loaded))
+        err = as_error(e, run.loaded)
+        run.fail(run.unmade(), err)
         raise err from None
-    encode_s = round(time.perf_counter() - t0, 4)
+    return [run.made[id(j)] for j in jobs]
 
-    # 5. Denoise, decode, save and record each image.
-    results = []
-    for n, seed in enumerate(seed_list):
-        rec = base_record(s, seed, plan=plan, enh=enh, loaded=loaded)
-        rec.update(extra)
-        t_img = time.perf_counter()
+
+class _Run:
+    """The state of one `make`: texts, the loaded pipeline, the call in progress, what is made."""
+
+    def __init__(self, jobs: list[Job], hooks: Hooks, timer: StepTimer, save: bool, record: bool):
+        self.hooks, self.timer, self.save, self.record = hooks, timer, save, record
+        self.texts: dict = {}
+        self.loaded = None
+        self.active: list = jobs[:1]       # the jobs of the pipeline call in progress
+        self.made: dict = {}               # id(job) -> GeneratedImage
+        self.charged: set = set()          # load and text costs already put on an image's record
+        self.t_start = time.perf_counter()
+
+    def stage(self, job: Job) -> dict:
+        text = self.texts.get(text_key(job.settings))
+        return {"enh": text.enh if text else None, "plan": text.plan if text else None, "loaded": self.loaded}
+
+    def fail(self, jobs: list[Job], exc: BaseException) -> None:
+        if not self.record:
+            return
+        from ..outputs import runlog
+
+        for job in jobs:
+            rec = failure_record(job.settings, job.seed, exc, extra=job.extra, **self.stage(job))
+            rec["elapsed_s"] = round(time.perf_counter() - self.t_start, 4)
+            runlog.append(job.settings.output_dir, rec)
+
+    def unmade(self) -> list[Job]:
+        return [j for j in self.active if id(j) not in self.made]
+
+    def enhance(self, job: Job, seed: int) -> None:
+        from ..prompt import enhancer
+
+        s = job.settings
+        t0 = time.perf_counter()
         try:
-            image, timings = render(loaded, s, seed, embeds, callbacks=callbacks, progress=progress)
-        except KeyboardInterrupt:
-            fail(RuntimeFailure("interrupted", status="interrupted"), seed, rec)
+            enh = enhancer.enhance(s.prompt, backend=s.enhance, model=s.enhance_model, seed=seed,
+                                   use_cache=s.enhance_cache, fallback=s.enhance_fallback)
+        except FluxnbError as e:
+            e.status = "enhance_failed"
+            self.fail([job], e)
             raise
-        except Exception as e:  # noqa: BLE001
-            err = as_error(e, loaded, oom_error)
-            fail(err, seed, rec)
-            raise err from None
-        rec.update(timings, load_s=round(loaded.load_s, 4) if n == 0 else 0.0, enhance_s=enhance_s if n == 0 else 0.0,
-                   encode_s=encode_s if n == 0 else 0.0, status="ok")
-        rec["elapsed_s"] = round(time.perf_counter() - t_img + (enhance_s + encode_s if n == 0 else 0.0), 4)
-        meta = dict(rec, settings={**s.to_dict(), "seed": seed, "count": 1}, versions=versions())
-        item = GeneratedImage(image=image, seed=seed, settings=s.replace(seed=seed, count=1), metadata=meta)
-        if save:
+        self.texts[text_key(s)] = Text(enh, round(time.perf_counter() - t0, 4))
+
+    def encode(self, job: Job) -> None:
+        from ..prompt.tokens import count_tokens as token_plan
+        from ..prompt.tokens import summary
+
+        s, text = job.settings, self.texts[text_key(job.settings)]
+        try:
+            text.plan = token_plan(text.enh.enhanced, pipe=self.loaded.pipe, t5_limit=s.max_sequence_length)
+            log.info("prompt %r (%s)", _short(text.enh.enhanced), summary(text.plan))
+            if text.plan.clip_dropped:
+                log.info("CLIP sees the first %d tokens; T5 gets the whole prompt", text.plan.clip_limit)
             t0 = time.perf_counter()
-            try:
-                item.path = save_image(image, meta, s.output_dir, s.image_format, s.jpeg_quality)
-            except FluxnbError as e:
-                fail(e, seed, rec)
-                raise
-            rec["save_s"] = round(time.perf_counter() - t0, 4)
-            rec["path"] = str(item.path)
-            log.info("saved %s: %dx%d, %d steps, guidance %g, seed %d, %.2f s", item.path, s.width, s.height, s.steps,
-                     s.guidance, seed, rec["elapsed_s"])
-        if record:
-            runlog.append(s.output_dir, rec)
-        item.record = rec
-        results.append(item)
-    return results
+            text.embeds = encode(self.loaded, text.plan.clip_prompt, text.plan.t5_prompt, s.max_sequence_length)
+        except Exception as e:  # noqa: BLE001 - recorded, then raised as a clear error
+            err = as_error(e, self.loaded)
+            self.fail([job], err)
+            raise err from None
+        text.encode_s = round(time.perf_counter() - t0, 4)
+
+    def call(self, jobs: list[Job], output_type: str) -> list:
+        self.active = jobs
+        embeds = [self.texts[text_key(j.settings)].embeds for j in jobs]
+        return denoise(self.loaded, jobs, embeds, self.hooks, output_type=output_type)
+
+    def unstaged(self, calls: list) -> None:
+        """Each call denoises and decodes; its images are saved before the next call."""
+        for jobs in calls:
+            images = self.call(jobs, "pil")
+            den, dec = self.timer.split(time.perf_counter())
+            images = [finish_image(im, j.settings, j.seed) for im, j in zip(images, jobs)]
+            self.finish(jobs, images, den, dec, self.compile_s(jobs[0].settings, den))
+
+    def staged(self, calls: list) -> None:
+        """Every call denoises (latents kept) before any is decoded; the components stay on
+        the device between the calls of a stage. An interrupt keeps what was denoised."""
+        pending = []
+        try:
+            with kept_on_device(self.loaded.pipe):
+                try:
+                    for jobs in calls:
+                        t0 = time.perf_counter()
+                        pending.append((jobs, self.call(jobs, "latent"), time.perf_counter() - t0))
+                except KeyboardInterrupt:
+                    stopped = self.active
+                    self.decode(pending)
+                    self.active = stopped
+                    raise
+            self.decode(pending)
+        finally:
+            self.loaded.pipe.maybe_free_model_hooks()
+
+    def decode(self, pending: list) -> None:
+        while pending:
+            jobs, latents, den = pending.pop(0)
+            self.active = jobs
+            t0 = time.perf_counter()
+            images = [finish_image(im, j.settings, j.seed)
+                      for im, j in zip(decode_latents(self.loaded, jobs[0].settings, latents), jobs)]
+            self.finish(jobs, images, den, time.perf_counter() - t0, 0.0)
+
+    def compile_s(self, s: Settings, denoise_s: float) -> float:
+        """What compiling cost, on the first call at a size with a compiled transformer."""
+        loaded, size = self.loaded, s.render_size
+        if not getattr(getattr(loaded, "key", None), "compile", False) or size in loaded.compiled_sizes:
+            return 0.0
+        loaded.compiled_sizes.add(size)
+        measured = self.timer.compile_s()
+        compile_s = measured if measured is not None else denoise_s
+        log.info("compile: %.1f s for the first image at %dx%d (later images skip it)", compile_s, *size)
+        return compile_s
+
+    def finish(self, jobs: list[Job], images: list, denoise_s: float, decode_s: float, compile_s: float) -> None:
+        """Save and record each image of a call; the call's time is shared among its images."""
+        from ..outputs import runlog
+
+        n = len(jobs)
+        for job, image in zip(jobs, images):
+            s, text = job.settings, self.texts[text_key(job.settings)]
+            rec = base_record(s, job.seed, plan=text.plan, enh=text.enh, loaded=self.loaded)
+            first_load, first_text = "load" not in self.charged, id(text) not in self.charged
+            self.charged.update({"load", id(text)})
+            rec.update(job.extra, denoise_s=round((denoise_s - compile_s) / n, 4), decode_s=round(decode_s / n, 4),
+                       compile_s=round(compile_s / n, 4),
+                       load_s=round(self.loaded.load_s, 4) if first_load else 0.0,
+                       enhance_s=text.enhance_s if first_text else 0.0, encode_s=text.encode_s if first_text else 0.0,
+                       status="ok")
+            rec["elapsed_s"] = round((denoise_s + decode_s) / n + rec["enhance_s"] + rec["encode_s"], 4)
+            item = GeneratedImage(image=image, seed=job.seed, settings=s.replace(seed=job.seed, count=1),
+                                  metadata=metadata(rec, s, job.seed))
+            if self.save:
+                t0 = time.perf_counter()
+                item.save()
+                rec.update(save_s=round(time.perf_counter() - t0, 4), path=str(item.path))
+                log.info("saved %s: %dx%d, %d steps, guidance %g, seed %d, %.2f s", item.path, s.width, s.height,
+                         s.steps, s.guidance, job.seed, rec["elapsed_s"])
+            if self.record:
+                runlog.append(s.output_dir, rec)
+            item.record = rec
+            self.made[id(job)] = item
+            self.hooks.made(job, item)
 
 
 def _short(text: str, n: int = 80) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def as_error(e: Exception, loaded, oom_error) -> FluxnbError:
+def as_error(e: Exception, loaded) -> FluxnbError:
+    """Any failure while making an image as a FluxnbError: out of memory names the offload that fits."""
     if isinstance(e, FluxnbError):
         return e
     try:
         import torch
 
         if isinstance(e, torch.OutOfMemoryError):
+            from ..model.pipeline import oom_error
+
             return oom_error(loaded.key, loaded.offload)
     except ImportError:
         pass
     return RuntimeFailure(f"generation failed: {type(e).__name__}: {e}")
-
-

@@ -1,8 +1,6 @@
-"""The record of one image: its identity, the run-log record / metadata schema, and the
-failure record every front end writes when an attempt fails.
-
-The run log's columns (`outputs.runlog.COLUMNS`) are the keys `base_record` fills; a test
-holds the two together.
+"""What one image is: the job that asks for it, its identity, its run-log record (built from
+the one schema, `outputs.runlog.COLUMNS`), the metadata its file carries, and the failure
+record every front end writes when an attempt fails.
 """
 
 from __future__ import annotations
@@ -14,7 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
-from ..config.settings import Settings, draw_seed, resolve
+from ..config.settings import FIELDS, Settings, draw_seed, resolve
+from ..errors import FluxnbError
 
 IDENTITY_FIELDS = ("prompt", "enhance", "enhance_model", "steps", "guidance", "size", "model", "max_sequence_length",
                    "precision", "image_format", "jpeg_quality")
@@ -46,8 +45,20 @@ class GeneratedImage:
         return self.path
 
 
+@dataclass
+class Job:
+    """One image to make: its settings (prompt, size, steps, ...; every per-image input is a
+    setting), its seed, and what its run-log record adds (sweep id and coordinates, batch id,
+    the Ray worker)."""
+
+    settings: Settings
+    seed: int
+    extra: dict = field(default_factory=dict)
+
+
 def item_id(settings: Settings, seed: int) -> str:
-    """A stable identity for (settings that decide the pixels, seed)."""
+    """A stable identity for (settings that decide the pixels, seed). A new input that changes
+    the pixels (LoRAs, an init image) joins the key only when set, so older ids stay valid."""
     key = {k: getattr(settings, k) for k in IDENTITY_FIELDS}
     key["seed"] = int(seed)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -74,40 +85,49 @@ def versions() -> dict:
 
 
 def base_record(s: Settings, seed: int, *, plan=None, enh=None, loaded=None) -> dict:
-    """The run-log record / metadata of one image before it is made."""
-    rec = {
-        "id": item_id(s, seed), "path": "", "status": "", "error": "",
-        "prompt": s.prompt, "enhanced_prompt": enh.enhanced if enh and enh.backend != "none" else "",
+    """The run-log record of one image before it is made: the `runlog.COLUMNS` known at this
+    point, in their order. A column named after a setting takes the setting's value (so a new
+    setting becomes a column by being added to COLUMNS); the rest come from the stages reached
+    (`enh`: the enhancement, `plan`: the token plan, `loaded`: the pipeline). The timings are
+    added by the path that makes the image, sweep and batch ids by the runs."""
+    from ..outputs.runlog import COLUMNS
+
+    known = {
+        "id": item_id(s, seed), "path": "", "status": "", "error": "", "seed": seed,
+        "enhanced_prompt": enh.enhanced if enh and enh.backend != "none" else "",
         "clip_prompt": plan.clip_prompt if plan else "", "clip_dropped": plan.clip_dropped if plan else "",
         "t5_prompt": plan.t5_prompt if plan else "",
         "enhancer": enh.backend if enh else s.enhance, "enhancer_model": (enh.model or "") if enh else "",
         "system_prompt_sha256": (enh.system_prompt_sha256 or "") if enh else "",
         "clip_tokens": plan.clip_tokens if plan else None, "t5_tokens": plan.t5_tokens if plan else None,
-        "seed": seed, "steps": s.steps, "guidance": s.guidance, "width": s.width, "height": s.height, "size": s.size,
-        "image_format": s.image_format, "jpeg_quality": s.jpeg_quality, "max_sequence_length": s.max_sequence_length,
-        "model": s.model, "model_name": loaded.model_name if loaded else "", "offload": loaded.offload if loaded else s.offload,
-        "precision": loaded.precision if loaded else s.precision, "device": loaded.device if loaded else s.device,
-        "dtype": loaded.dtype if loaded else "", "compile": s.compile,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        "fluxnb_version": __version__,
+        "model_name": loaded.model_name if loaded else "", "dtype": loaded.dtype if loaded else "",
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "fluxnb_version": __version__,
     }
+    if loaded:  # the policy in effect (auto resolved), not the setting
+        known.update(offload=loaded.offload, precision=loaded.precision, device=loaded.device)
+    rec = {k: known[k] if k in known else getattr(s, k) for k in COLUMNS if k in known or k in FIELDS}
     if enh and enh.fallback_from:
         rec["enhancer_fallback_from"] = enh.fallback_from
         rec["enhancer_fallback_reason"] = getattr(enh, "fallback_reason", None) or ""
     return rec
 
 
+def metadata(record: dict, s: Settings, seed: int) -> dict:
+    """What an image file carries: its run-log record, the settings that reproduce it, versions."""
+    return dict(record, settings={**s.to_dict(), "seed": seed, "count": 1}, versions=versions())
+
 
 def failure_record(s: Settings, seed: int, exc: BaseException | str, *, status: str | None = None,
                    extra: dict | None = None, **stage) -> dict:
     """The run-log record of a failed attempt: `base_record` (with whatever stages were
-    reached: plan, enh, loaded), `extra`, the status and the (scrubbed) error."""
+    reached: plan, enh, loaded), `extra`, the status and the (scrubbed) error. Every front
+    end records a failure with this."""
     from ..logs import scrub
 
     rec = base_record(s, seed, **stage)
     rec.update(extra or {})
     if isinstance(exc, BaseException):
         status = status or getattr(exc, "status", None) or "error"
-        exc = str(exc) if hasattr(exc, "field") else f"{type(exc).__name__}: {exc}"
+        exc = str(exc) if isinstance(exc, FluxnbError) else f"{type(exc).__name__}: {exc}"
     rec.update(status=status or "error", error=scrub(str(exc)))
     return rec

@@ -1,24 +1,26 @@
-"""Encode, denoise and decode: the pipeline calls that turn a prompt pair and a seed into
-pixels. Noise always comes from a CPU generator seeded with the image's seed.
+"""Encode, denoise and decode: the pipeline calls that turn prompts and seeds into pixels.
+
+Two seams take every new per-image input, so one change reaches generate, sweeps, batches,
+Ray and the widgets together:
+- `prepare(loaded, s)`: the pipeline that makes images for settings `s`, ready to call
+  (today: VAE tiling). LoRA adapters are set here on the loaded pipeline (`set_adapters`);
+  img2img / inpaint / Kontext get their pipeline here, built once from the loaded one with
+  `from_pipe` and kept on `loaded`.
+- `call_kwargs(jobs, embeds, hooks, output_type)`: the diffusers `__call__` arguments for
+  one image or a batch (an init image, a mask and a strength are added here).
+Whatever either one reads from the settings belongs in `render_key`: only jobs that agree
+on it share a pipeline call. Noise always comes from a CPU generator seeded with the
+image's seed, so a batched image starts from the very noise a single call draws.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 from ..config.settings import Settings
 from ..errors import RuntimeFailure
 
 log = logging.getLogger(__name__)
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False)
 
 
 def encode(loaded, clip_prompt: str, t5_prompt: str, max_sequence_length: int):
@@ -52,86 +54,58 @@ def configure_tiling(loaded, s: Settings) -> None:
         vae.disable_tiling()
 
 
-def render(loaded, s: Settings, seed: int, embeds, *, callbacks=(), progress: bool = True) -> tuple[object, dict]:
-    """Denoise and decode one image; returns (PIL image at the final size, timings)."""
+def render_key(s: Settings) -> tuple:
+    """What jobs must share to be made in one pipeline call: everything `prepare` and
+    `call_kwargs` read from the settings, except the prompt and the seed."""
+    return (s.size, s.steps, s.guidance, s.max_sequence_length, s.vae_tiling)
+
+
+def prepare(loaded, s: Settings):
+    """The pipeline that makes images for settings `s`, made ready for them."""
+    configure_tiling(loaded, s)
+    return loaded.pipe
+
+
+def call_kwargs(jobs: list, embeds: list, hooks, output_type: str) -> dict:
+    """diffusers `__call__` arguments for `jobs` (sharing `render_key`), embeds[i] being the
+    (prompt, pooled) embeddings of jobs[i]. One job is called exactly as a single image always
+    was; a batch stacks the embeddings and gives each image its own generator."""
     import torch
 
+    s = jobs[0].settings
     w, h = s.render_size
-    bar = _progress(s.steps, progress, f"seed {seed}")
-    marks = {}
-    step_ends = []
+    if len(jobs) == 1:
+        text = {"prompt_embeds": embeds[0][0], "pooled_prompt_embeds": embeds[0][1],
+                "generator": torch.Generator("cpu").manual_seed(jobs[0].seed)}
+    else:
+        text = {"prompt_embeds": torch.cat([e[0] for e in embeds]),
+                "pooled_prompt_embeds": torch.cat([e[1] for e in embeds]),
+                "generator": [torch.Generator("cpu").manual_seed(j.seed) for j in jobs]}
+    return dict(text, width=w, height=h, num_inference_steps=s.steps, guidance_scale=s.guidance,
+                max_sequence_length=s.max_sequence_length, callback_on_step_end=hooks,
+                callback_on_step_end_tensor_inputs=hooks.tensor_inputs, output_type=output_type)
 
-    def on_step(pipe, i, t, kwargs):
-        step_ends.append(time.perf_counter())
-        if bar is not None:
-            bar.update(1)
-        for cb in callbacks:
-            out = cb(pipe, i, t, kwargs)
-            if isinstance(out, dict):
-                kwargs.update(out)
-        if i == s.steps - 1:
-            marks["denoised"] = time.perf_counter()
-        return kwargs
 
-    configure_tiling(loaded, s)
-    t0 = time.perf_counter()
+def denoise(loaded, jobs: list, embeds: list, hooks, *, output_type: str = "pil") -> list:
+    """One pipeline call for `jobs` (sharing `render_key`): uncropped PIL images, or with
+    output_type="latent" the packed latents for `decode_latents`. `hooks` (callbacks.Hooks)
+    see the call begin, every step, and its end. Batching may move a pixel by 1/255 (other
+    kernel blocking); tests hold it within 2/255 of a single call."""
+    import torch
+
+    pipe = prepare(loaded, jobs[0].settings)
+    kwargs = call_kwargs(jobs, embeds, hooks, output_type)
+    hooks.before(jobs)
     try:
         with torch.inference_mode():
-            image = loaded.pipe(prompt_embeds=embeds[0], pooled_prompt_embeds=embeds[1], width=w, height=h,
-                                num_inference_steps=s.steps, guidance_scale=s.guidance,
-                                generator=torch.Generator("cpu").manual_seed(seed),
-                                max_sequence_length=s.max_sequence_length, callback_on_step_end=on_step,
-                                output_type="pil").images[0]
+            return pipe(**kwargs).images
     finally:
-        if bar is not None:
-            bar.close()
-    t1 = time.perf_counter()
-    image = finish_image(image, s, seed)
-    denoised = marks.get("denoised", t1)
-    timings = {"denoise_s": round(denoised - t0, 4), "decode_s": round(t1 - denoised, 4), "compile_s": 0.0}
-    if getattr(getattr(loaded, "key", None), "compile", False) and (w, h) not in loaded.compiled_sizes:  # the first image at this size compiles
-        from ..model.perf import compile_seconds
-
-        loaded.compiled_sizes.add((w, h))
-        steps = [b - a for a, b in zip([t0, *step_ends], step_ends)]
-        compile_s = compile_seconds(steps)
-        timings["compile_s"] = compile_s if compile_s is not None else timings["denoise_s"]
-        timings["denoise_s"] = round(timings["denoise_s"] - timings["compile_s"], 4)
-        log.info("compile: %.1f s for the first image at %dx%d (later images skip it)", timings["compile_s"], w, h)
-    return image, timings
-
-
-def render_many(loaded, s: Settings, seeds, embeds, *, callbacks=(), output_type: str = "pil") -> list:
-    """Denoise len(seeds) images sharing `s` (size, steps, guidance) in one pipeline call.
-
-    Image i starts from the noise of its own CPU generator seeded with seeds[i] (the very
-    noise a single-image call draws) and uses embeds[i]. Returns uncropped PIL images, or
-    with output_type="latent" the packed latents for `decode_latents`. Batching may move a
-    pixel by 1/255 (other kernel blocking); tests hold it within 2/255 of `render`."""
-    import torch
-
-    w, h = s.render_size
-    configure_tiling(loaded, s)
-
-    def on_step(pipe, i, t, kwargs):
-        for cb in callbacks:
-            out = cb(pipe, i, t, kwargs)
-            if isinstance(out, dict):
-                kwargs.update(out)
-        return kwargs
-
-    with torch.inference_mode():
-        return loaded.pipe(prompt_embeds=torch.cat([e[0] for e in embeds]),
-                           pooled_prompt_embeds=torch.cat([e[1] for e in embeds]), width=w, height=h,
-                           num_inference_steps=s.steps, guidance_scale=s.guidance,
-                           generator=[torch.Generator("cpu").manual_seed(x) for x in seeds],
-                           max_sequence_length=s.max_sequence_length, callback_on_step_end=on_step,
-                           output_type=output_type).images
+        hooks.after(jobs)
 
 
 def decode_latents(loaded, s: Settings, latents) -> list:
-    """Packed latents from `render_many(..., output_type="latent")` -> PIL images, decoded
-    exactly as FluxPipeline decodes them (so the pixels are the same)."""
+    """Packed latents from `denoise(..., output_type="latent")` -> PIL images, decoded exactly
+    as FluxPipeline decodes them (so the pixels are the same)."""
     import torch
     from diffusers.utils.torch_utils import get_module_execution_device
 
@@ -146,7 +120,7 @@ def decode_latents(loaded, s: Settings, latents) -> list:
 
 
 def finish_image(image, s: Settings, seed: int):
-    """What `render` does after the pipeline: crop a cropping preset (hd), refuse a black image."""
+    """After the pipeline: crop a cropping preset (hd) to its size, refuse a black image."""
     import numpy as np
 
     w, h = s.render_size
@@ -157,3 +131,26 @@ def finish_image(image, s: Settings, seed: int):
         raise RuntimeFailure(f"seed {seed}: the image came out black (NaN in the model's output)", field="precision",
                              value=s.precision, fix="never use fp16 with FLUX; try --precision bf16", status="black")
     return image
+
+
+class kept_on_device:
+    """Under model offload a pipeline call ends by moving every component back to the CPU;
+    between the calls of one stage, keep them where they are (stateful caches still reset)."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    def __enter__(self):
+        pipe = self.pipe
+
+        def reset_only():
+            for comp in pipe.components.values():
+                if hasattr(comp, "_reset_stateful_cache"):
+                    comp._reset_stateful_cache()
+
+        pipe.maybe_free_model_hooks = reset_only
+        return self
+
+    def __exit__(self, *exc):
+        del self.pipe.maybe_free_model_hooks
+        return False

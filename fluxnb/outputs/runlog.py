@@ -18,18 +18,21 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 FILE_NAME = "runlog.jsonl"
-# The columns every record has (more may follow), with their pandas types.
+# The run-log schema: the columns of every image's record (more may follow), in order, with
+# their pandas types. `image.record.base_record` fills the ones known before an image is made
+# (a column named after a setting takes the setting's value); the path adds the timings, and
+# sweeps and batches their ids.
 COLUMNS = {
     "id": "string", "path": "string", "status": "string", "error": "string",
     "prompt": "string", "enhanced_prompt": "string", "clip_prompt": "string", "clip_dropped": "string",
     "t5_prompt": "string", "enhancer": "string", "enhancer_model": "string", "system_prompt_sha256": "string",
     "clip_tokens": "Int64", "t5_tokens": "Int64", "seed": "Int64", "steps": "Int64", "guidance": "float64",
     "width": "Int64", "height": "Int64", "size": "string", "image_format": "string", "jpeg_quality": "Int64",
-    "model": "string", "model_name": "string", "offload": "string", "precision": "string", "device": "string",
-    "dtype": "string", "elapsed_s": "float64", "load_s": "float64", "enhance_s": "float64", "encode_s": "float64",
-    "denoise_s": "float64", "decode_s": "float64", "save_s": "float64", "compile_s": "float64",
-    "created_at": "datetime64[ns, UTC]",
-    "fluxnb_version": "string", "sweep_id": "string", "batch_id": "string",
+    "max_sequence_length": "Int64", "model": "string", "model_name": "string", "offload": "string",
+    "precision": "string", "device": "string", "dtype": "string", "compile": "boolean", "elapsed_s": "float64",
+    "load_s": "float64", "enhance_s": "float64", "encode_s": "float64", "denoise_s": "float64", "decode_s": "float64",
+    "save_s": "float64", "compile_s": "float64", "created_at": "datetime64[ns, UTC]", "fluxnb_version": "string",
+    "sweep_id": "string", "batch_id": "string",
 }
 STATUSES = ("ok", "error", "oom", "black", "disk_full", "enhance_failed", "interrupted")
 
@@ -107,7 +110,8 @@ _INT64 = 2**63
 def coerce(rec: dict) -> tuple[dict, int]:
     """(the record with each known column read as its type or None, how many were dropped).
     Whole numbers: ints (or whole floats) within int64; numbers: finite ints or floats;
-    times: ISO 8601 text; text: text (a number or a boolean as its text). Other keys stay."""
+    times: ISO 8601 text; booleans: true or false; text: text (a number or a boolean as its
+    text). Other keys stay."""
     out, lost = dict(rec), 0
     for col, kind in COLUMNS.items():
         v = rec.get(col)
@@ -123,6 +127,8 @@ def coerce(rec: dict) -> tuple[dict, int]:
                 v = float(v)
         elif kind.startswith("datetime"):
             ok = isinstance(v, str) and _iso_time(v)
+        elif kind == "boolean":
+            ok = isinstance(v, bool)
         else:
             ok = isinstance(v, (str, int, float, bool))
             if ok and not isinstance(v, str):
@@ -157,6 +163,8 @@ def load(directory: str | os.PathLike | None = None):
             df[col] = pd.array([r.get(col) for r in records], dtype="Int64")  # ints or None (`coerce`)
         elif dtype == "float64":
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        elif dtype == "boolean":
+            df[col] = df[col].map(lambda v: v if isinstance(v, bool) else None).astype("boolean")
         else:
             df[col] = df[col].astype("string")
     ordered = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]

@@ -16,21 +16,22 @@ def _seeds(name):
 if any(os.environ.get(n) for n in ("FLUXNB_TEST_NAN_SEEDS", "FLUXNB_TEST_OOM_SEEDS", "FLUXNB_TEST_DELAY_S")):
     import time
 
-    import fluxnb.image.make as _generation
+    import fluxnb.image.make as _path
 
-    _render = _generation.render
+    _denoise = _path.denoise
 
     def _nan_latents(pipe, i, t, kwargs):
         return {"latents": kwargs["latents"] * float("nan")}
 
-    def render(loaded, s, seed, embeds, *, callbacks=(), progress=True):
+    def denoise(loaded, jobs, embeds, hooks, **kwargs):  # one pipeline call (a batch item: one image)
         time.sleep(float(os.environ.get("FLUXNB_TEST_DELAY_S") or 0))
-        if seed in _seeds("FLUXNB_TEST_OOM_SEEDS"):
+        seeds = {job.seed for job in jobs}
+        if seeds & _seeds("FLUXNB_TEST_OOM_SEEDS"):
             import torch
 
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (test hook)")
-        if seed in _seeds("FLUXNB_TEST_NAN_SEEDS"):
-            callbacks = (*callbacks, _nan_latents)
-        return _render(loaded, s, seed, embeds, callbacks=callbacks, progress=progress)
+        if seeds & _seeds("FLUXNB_TEST_NAN_SEEDS"):
+            hooks = hooks.extended(_nan_latents)
+        return _denoise(loaded, jobs, embeds, hooks, **kwargs)
 
-    _generation.render = render
+    _path.denoise = denoise

@@ -1,9 +1,10 @@
 """Running a batch plan's items (in the batch notebook's kernel): execute, summarize,
 contact sheet, exit status. `fluxnb.batch` re-exports these for the notebook.
 
-Each item is made by `generation.generate` (which saves atomically and appends a run-log
-record for every image and every failure); only small facts are kept between items, so
-memory stays flat. What was made, skipped and failed is read back from the run log.
+Each item is made by the one image path (`image.make.attempt`, which saves atomically and
+appends a run-log record for every image and every failure); only small facts are kept
+between items, so memory stays flat. What was made, skipped and failed is read back from
+the run log.
 """
 
 from __future__ import annotations
@@ -89,40 +90,36 @@ def _lock(p: Plan) -> int:
 
 
 def _make(p: Plan, todo: list) -> None:
-    """Generate each item in turn (under the batch's lock)."""
-    from ... import logs
-    from ...image.record import base_record
-    from ...image.make import generate
+    """Make each item in turn on the one image path (under the batch's lock)."""
+    from ...image import make as path
+    from ...image.record import Job
     from ...model.pipeline import get_pipeline
 
     # 1. Load the pipeline once: if that fails, no item could be made.
     get_pipeline(p.settings.load)
 
-    # 2. Each item: generate, save and record; keep only small facts (memory stays flat).
-    gen_log = logging.getLogger("fluxnb.generation")
-    level = gen_log.level
-    gen_log.setLevel(logging.WARNING)
+    # 2. Each item: make, save and record it (a failure is recorded once, and the batch goes
+    #    on); keep only small facts (memory stays flat).
+    path_log = logging.getLogger(path.__name__)
+    level = path_log.level
+    path_log.setLevel(logging.WARNING)
     extra = {"batch_id": p.batch_id}
     try:
         for k, item in enumerate(todo, 1):
             s = dataclasses.replace(p.settings, prompt=item.prompt, enhance=item.enhance, seed=None, count=1)
             head = f"[{k}/{len(todo)}] P{item.prompt_no} seed {item.seed}" + (
                 f" {item.enhance}" if len(p.enhances) > 1 else "")
-            try:
-                [made] = generate(settings=s, seeds=[item.seed], progress=False, extra=extra)
+            made, failed = path.attempt(Job(s, item.seed, extra))
+            if failed is None:
                 log.info("%s ok %.2f s -> %s", head, made.record.get("elapsed_s", 0.0), made.path)
                 del made
-            except FluxnbError as e:  # recorded by generate
-                log.warning("%s %s: %s", head, e.status, e)
-                if e.status == "disk_full":
-                    log.error("the disk is full: stopping the batch; free space and run it again")
-                    break
-            except Exception as e:  # noqa: BLE001 - not recorded yet: record it and go on
-                msg = logs.scrub(f"{type(e).__name__}: {e}")
-                runlog.append(p.output_dir, {**base_record(s, item.seed), **extra, "status": "error", "error": msg})
-                log.warning("%s error: %s", head, msg)
+                continue
+            log.warning("%s %s: %s", head, failed["status"], failed["error"])
+            if failed["status"] == "disk_full":
+                log.error("the disk is full: stopping the batch; free space and run it again")
+                break
     finally:
-        gen_log.setLevel(level)
+        path_log.setLevel(level)
 
 
 # ---------------------------------------------------------------------------------------

@@ -5,13 +5,13 @@
 
 Each worker is an actor that loads the pipeline once (`pipeline.get_pipeline`) and keeps
 it; the driver (this process) spreads the items over the workers, two in flight each, and
-shows a progress bar. Every item is made by `generation.generate`, so its pixels are the
-ones the local backend makes. Images and run-log records land in the one output folder:
+shows a progress bar. Every item is made on the one image path (`image.make`), so its pixels
+are the ones the local backend makes. Images and run-log records land in the one output folder:
 written by the workers on a shared volume (`ray_results: volume`, the default; the folder
 must be the same path on every node, which is checked first), or sent back to the driver
 and written there (`ray_results: driver`).
 
-Exactly once. Each item has an identity (`generation.item_id`). A worker that dies has its
+Exactly once. Each item has an identity (`image.record.item_id`). A worker that dies has its
 items retried on the others; before retrying, the driver looks for what the dead worker
 may have finished: an `ok` record for the item in the run log (it died after recording),
 or an image file whose embedded metadata names the item (it died between writing the

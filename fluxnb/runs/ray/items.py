@@ -1,7 +1,7 @@
 """One item's life on the Ray backend: made on a worker, landed on disk, recovered after a death.
 
-`Worker` is the Ray actor (`fluxnb.raybackend.run` makes it one): it loads the pipeline once
-and makes items with `generation.generate`, saving and recording each itself
+`Worker` is the Ray actor (`backend.run` makes it one): it loads the pipeline once and makes
+items on the one image path (`image.make.attempt`), saving and recording each itself
 (`ray_results: volume`) or returning the encoded file and its record (`driver`), which
 `land` writes on the driver. `recover` and `adopt_orphans` find what a dead worker or a
 killed run finished, so that every item ends with one image and one `ok` record.
@@ -69,24 +69,15 @@ class Worker:
         return info
 
     def make(self, task: Task, results: str) -> dict:
-        """Make one item. volume: save and record it here (as the local backend does);
-        driver: return the encoded file and its record for the driver to write."""
-        from ... import logs
-        from ...image.record import base_record
-        from ...image.make import generate
+        """Make one item on the one image path. volume: save and record it here (as the local
+        backend does); driver: return the encoded file and its record for the driver to write."""
+        from ...image.make import attempt
+        from ...image.record import Job
 
-        s, extra = task.settings, {**task.extra, "worker": self.name}
-        here = results == "volume"
-        try:
-            [made] = generate(settings=s, seeds=[task.seed], progress=False, save=here, record=here, extra=extra)
-        except Exception as e:  # noqa: BLE001 - every failure is recorded once, and the batch goes on
-            known = isinstance(e, FluxnbError)
-            msg = logs.scrub(str(e) if known else f"{type(e).__name__}: {e}")
-            rec = {**base_record(s, task.seed), **extra, "status": getattr(e, "status", "error") if known else "error",
-                   "error": msg}
-            if here and not known:  # generate records the errors it raises itself
-                runlog.append(self.output_dir, rec)
-            return {"status": rec["status"], "error": msg, "record": None if here else rec}
+        s, here = task.settings, results == "volume"
+        made, failed = attempt(Job(s, task.seed, {**task.extra, "worker": self.name}), save=here, record=here)
+        if failed is not None:  # recorded once: here (volume), or by the driver
+            return {"status": failed["status"], "error": failed["error"], "record": None if here else failed}
         if here:
             return {"status": "ok", "path": str(made.path), "record": made.record}
         t0 = time.perf_counter()
@@ -152,9 +143,11 @@ def land(output_dir: str, task: Task, out: dict, results: str) -> dict:
         try:
             path = output.write_new(output_dir, out["name"], out["data"])
         except FluxnbError as e:
-            rec.update(status=e.status or "error", error=str(e))
+            from ...image.record import failure_record
+
+            rec = failure_record(task.settings, task.seed, e, extra=rec)
             runlog.append(output_dir, rec)
-            return {**outcome, "status": rec["status"], "error": str(e)}
+            return {**outcome, "status": rec["status"], "error": rec["error"]}
         rec.update(save_s=round(out["encode_s"] + time.perf_counter() - t0, 4), path=str(path))
         outcome["path"] = str(path)
     runlog.append(output_dir, rec)
@@ -162,6 +155,7 @@ def land(output_dir: str, task: Task, out: dict, results: str) -> dict:
 
 
 def record_failure(output_dir: str, task: Task, status: str, msg: str) -> None:
-    from ...image.record import base_record
+    """Record an item the workers could not make (its worker died, or its call failed)."""
+    from ...image.record import failure_record
 
-    runlog.append(output_dir, {**base_record(task.settings, task.seed), **task.extra, "status": status, "error": msg})
+    runlog.append(output_dir, failure_record(task.settings, task.seed, msg, status=status, extra=task.extra))
