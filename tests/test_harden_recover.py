@@ -88,3 +88,20 @@ def test_images_without_a_record_are_recovered_once(made, tmp_path):
     before = len(runlog.read(out))
     assert recover_unrecorded(out) == [out / "flux_20260101_000000_99.jpg"]
     assert len(runlog.read(out)) == before + 1 and recover_unrecorded(out) == []
+
+
+def test_fluxnb_generate_tidies_and_recovers_first(made, tmp_path):
+    from support import run_hostile
+
+    out = tmp_path / "out"
+    out.mkdir()
+    meta_file = tmp_path / "meta.json"
+    meta_file.write_text(json.dumps(made.metadata, default=str))
+    subprocess.run([sys.executable, "-c", CHILD, str(out), str(meta_file), "jpg"], capture_output=True)
+    assert any(p.name.endswith(".tmp") for p in out.iterdir())
+    run_hostile("generate", "a hare", "--model", "tiny", "--steps", "1", "--seed", "2", "--out", out, world=tmp_path,
+                allowed=[out], fails=False, limit=120)
+    assert not any(p.name.endswith(".tmp") for p in out.iterdir())
+    records = runlog.read(out)
+    assert [r.get("recovered", False) for r in records] == [True, False]
+    assert records[0]["id"] == made.record["id"] and records[1]["prompt"] == "a hare"
