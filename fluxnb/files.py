@@ -113,17 +113,24 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def tidy(directory: str | os.PathLike) -> int:
-    """Remove the temp files (`.NAME.PID.tmp`) in `directory` whose writer is gone (killed);
-    how many."""
+def dead_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """The temp files (`.NAME.PID.tmp`) in `directory` whose writer is gone (killed)."""
     folder = Path(directory)
-    removed = 0
+    out = []
     for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
         m = _TEMP.match(tmp.name)
         if m and not pid_alive(int(m.group(1))):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
+            out.append(tmp)
+    return out
+
+
+def tidy(directory: str | os.PathLike) -> int:
+    """Remove the temp files (`.NAME.PID.tmp`) in `directory` whose writer is gone (killed);
+    how many."""
+    dead = dead_temp_files(directory)
+    for tmp in dead:
+        tmp.unlink(missing_ok=True)
+    return len(dead)
 
 
 def remove_temp_files(directory: str | os.PathLike, pid: int) -> None:

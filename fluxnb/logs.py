@@ -1,34 +1,92 @@
-"""Logging: INFO to the console (coloured on a terminal), DEBUG to a file in `logs/`.
+"""Logging: INFO to the console (coloured on a terminal), DEBUG to a file in `logs/`, and
+`scrub`, the one scrubber every writer of an artifact uses.
 
-A filter on every handler replaces the values of known secrets with `***`, so a key
-that slips into a message never reaches a console, a notebook or a log file.
+`scrub` replaces with `***` the values of the known secrets (`SECRET_NAMES`: ANTHROPIC_API_KEY,
+HF_TOKEN and its aliases, JUPYTER_TOKEN, JUPYTER_PASSWORD, RAY_AUTH_TOKEN; from the environment
+or config.env) and anything shaped like an Anthropic key (`sk-ant-...`) or a Hugging Face
+token (`hf_...`). A filter on every log handler applies it, so a key that slips into a message
+never reaches a console, a notebook or a log file; image metadata, the enhance cache, the run
+log, exports, papermill notebooks and what the CLI prints go through it too (`scrub_data` for
+JSON-like data).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from datetime import datetime
 
-from .config.environment import SECRET_NAMES, getenv, log_dir
+from .config.environment import SECRET_NAMES, config_env_path, log_dir, read_env_file
 
 _COLOURS = {"DEBUG": "\033[2m", "INFO": "", "WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[1;31m"}
 
 
+# Secrets by their shape, whatever variable holds them (or none): Anthropic keys
+# (`sk-ant-api03-...`) and Hugging Face tokens (`hf_` and 30-odd letters and digits).
+SECRET_SHAPES = re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{20,}")
+MASK = "***"
+
+
 def secret_values() -> list[str]:
+    """The values of the known secrets (`SECRET_NAMES`), from the environment, then config.env;
+    longest first (so one holding another is masked whole). Values under 6 characters are
+    left out: masking them would mangle ordinary text."""
+    file_env = None
     vals = []
     for name in SECRET_NAMES:
-        v = getenv(name)
-        if v and len(v) >= 6:
-            vals.append(v)
-    return vals
+        v = os.environ.get(name)
+        if v is None:
+            if file_env is None:
+                try:
+                    file_env = read_env_file(config_env_path())
+                except (OSError, UnicodeDecodeError):
+                    file_env = {}
+            v = file_env.get(name)
+        for one in {v, v.strip()} if v else ():
+            if len(one) >= 6 and one not in vals:
+                vals.append(one)
+    return sorted(vals, key=len, reverse=True)
 
 
-def scrub(text: str) -> str:
-    for v in secret_values():
-        text = text.replace(v, "***")
-    return text
+def scrub(text: str, secrets: list[str] | None = None) -> str:
+    """`text` with every secret value and secret-shaped string replaced by `***`."""
+    if not isinstance(text, str):
+        return text
+    for v in secret_values() if secrets is None else secrets:
+        if v in text:
+            text = text.replace(v, MASK)
+    return SECRET_SHAPES.sub(MASK, text)
+
+
+def scrub_data(value, secrets: list[str] | None = None):
+    """A copy of JSON-like data (dicts, lists, strings, numbers) with every string scrubbed,
+    keys too; tuples become lists. Shared containers are copied once, and nesting of any
+    depth is walked without recursion; other values are returned as they are."""
+    secrets = secret_values() if secrets is None else secrets
+    copies: dict[int, object] = {}
+    todo: list[tuple] = []
+
+    def convert(v):
+        if isinstance(v, str):
+            return scrub(v, secrets)
+        if not isinstance(v, (dict, list, tuple)):
+            return v
+        if id(v) not in copies:
+            copies[id(v)] = {} if isinstance(v, dict) else []
+            todo.append((v, copies[id(v)]))
+        return copies[id(v)]
+
+    out = convert(value)
+    while todo:
+        src, dst = todo.pop()
+        if isinstance(src, dict):
+            for k, x in src.items():
+                dst[convert(k) if isinstance(k, str) else k] = convert(x)
+        else:
+            dst.extend(convert(x) for x in src)
+    return out
 
 
 class SecretFilter(logging.Filter):

@@ -37,3 +37,83 @@ def tiny_pixels(pipe, seed=5):
     out = pipe("a fox", width=64, height=64, num_inference_steps=2, guidance_scale=3.5, max_sequence_length=64,
                generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images[0]
     return np.asarray(out)
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile inputs (tests/test_harden_*.py): one clear line, fast, confined, no secret
+# ---------------------------------------------------------------------------------------
+
+SECRET_VARS = ("ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGINGFACE_TOKEN", "JUPYTER_TOKEN", "RAY_AUTH_TOKEN")
+
+
+def sentinels() -> dict:
+    """Fresh values for the secret variables, shaped like the real ones and unique to a run
+    (built here, so no key-shaped text is committed)."""
+    import secrets
+
+    tag = secrets.token_hex(10)
+    return {"ANTHROPIC_API_KEY": "sk-ant-api03-" + "Sentinel" + tag, "HF_TOKEN": "hf_" + "Sentinel" + tag,
+            "HUGGINGFACE_TOKEN": "hf_" + "Alias" + tag + "x", "JUPYTER_TOKEN": "jupyter-sentinel-" + tag * 2,
+            "RAY_AUTH_TOKEN": "ray-sentinel-" + tag}
+
+
+def snapshot(*roots) -> dict:
+    """{file: (mtime, size, inode)} of every file under `roots` (links not followed)."""
+    out = {}
+    for root in roots:
+        for top, _dirs, files in os.walk(root):
+            for name in files:
+                p = Path(top, name)
+                try:
+                    st = p.lstat()
+                except OSError:
+                    continue
+                out[p] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    return out
+
+
+def run_hostile(*args, world, allowed=(), keys=None, env=None, fails=True, limit=10.0, input=None):
+    """Run `fluxnb ARGS` and assert what every hostile input's test asserts: with `fails`, a
+    non-zero exit and exactly one `error:` line (else exit 0 and none); no traceback; done
+    within `limit` seconds; nothing written under `world` (the test's folder) outside
+    `allowed`; and no secret value (`keys`, set in its environment) in anything it printed
+    or any file it wrote or changed (`world`, fluxnb's log and cache folders).
+    Returns (CompletedProcess, the error line or "")."""
+    import time
+
+    keys = keys or sentinels()
+    watched = [Path(world), Path(os.environ["FLUXNB_LOG_DIR"]), Path(os.environ["FLUXNB_CACHE_DIR"])]
+    before = snapshot(*watched)
+    t0 = time.monotonic()
+    r = run_cli(*args, env={**keys, **(env or {})}, timeout=max(120, 4 * limit), input=input)
+    took = time.monotonic() - t0
+    shown = r.stdout + r.stderr
+    assert "Traceback" not in shown, shown[-3000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    if fails:
+        assert r.returncode != 0 and len(errors) == 1, (r.returncode, shown[-3000:])
+    else:
+        assert r.returncode == 0 and not errors, (r.returncode, shown[-3000:])
+    assert took < limit, f"took {took:.1f} s (limit {limit} s)"
+    changed = [p for p, sig in snapshot(*watched).items() if before.get(p) != sig]
+    world_changes = [p for p in changed if Path(world) in p.parents]
+    outside = [p for p in world_changes if not any(Path(a) == p or Path(a) in p.parents for a in allowed)]
+    assert not outside, f"written outside {list(map(str, allowed))}: {outside}"
+    for value in keys.values():
+        assert value not in shown, "a secret in what was printed"
+    for p in changed:
+        assert not secrets_in(p, keys.values()), f"a secret in {p}"
+    return r, (errors[0] if errors else "")
+
+
+def secrets_in(path, values) -> list:
+    """The `values` found in a file: its bytes as UTF-8 and UTF-16 (JPEG's EXIF comment), and
+    a zip's members decompressed."""
+    import zipfile
+
+    data = [Path(path).read_bytes()]
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            data += [z.read(n) for n in z.namelist()]
+    forms = [(v, v.encode(enc)) for v in values for enc in ("utf-8", "utf-16-be", "utf-16-le")]
+    return sorted({v for v, b in forms for d in data if b in d})

@@ -143,7 +143,8 @@ def test_lab_again_finds_the_running_one_and_reports_status(lab_server, capsys):
     st = run_cli("lab", "--status", "--json", env=lab_server["env"])
     assert st.returncode == 0 and json.loads(st.stdout)["running"] is True
     # A changed token is not silently ignored.
-    other = run_cli(*lab_server["args"], env={**lab_server["env"], "JUPYTER_TOKEN": "another-token-1234567890"})
+    another = "another-token-" + "1234567890" * 3
+    other = run_cli(*lab_server["args"], env={**lab_server["env"], "JUPYTER_TOKEN": another})
     assert other.returncode == 2 and "another token" in other.stderr and "another-token" not in other.stderr
     # doctor's row sees it, and an export says where to download the zip in it.
     from fluxnb.front import cli, doctor
@@ -223,12 +224,13 @@ def test_token_sources(lab_env, monkeypatch):
     assert t1.value not in lab.LabInfo(url="u", pid=1, port=1, token=t2).message()
     assert t1.value not in repr(t2)
     # RunPod's JUPYTER_PASSWORD, then JUPYTER_TOKEN before it.
-    monkeypatch.setenv("JUPYTER_PASSWORD", "runpod-password-123")
-    assert lab.resolve_token().source == "JUPYTER_PASSWORD" and path.read_text() == "runpod-password-123"
-    monkeypatch.setenv("JUPYTER_TOKEN", "explicit-token-4567")
+    password, explicit = "runpod-password-" + "p" * 20, "explicit-token-" + "e" * 20
+    monkeypatch.setenv("JUPYTER_PASSWORD", password)
+    assert lab.resolve_token().source == "JUPYTER_PASSWORD" and path.read_text() == password
+    monkeypatch.setenv("JUPYTER_TOKEN", explicit)
     t = lab.resolve_token()
-    assert (t.source, t.value) == ("JUPYTER_TOKEN", "explicit-token-4567")
-    assert "explicit-token-4567" not in lab.LabInfo(url="u", pid=1, port=1, token=t).message()
+    assert (t.source, t.value) == ("JUPYTER_TOKEN", explicit)
+    assert explicit not in lab.LabInfo(url="u", pid=1, port=1, token=t).message()
 
 
 def test_port_in_use_is_a_clear_error(lab_env, monkeypatch):

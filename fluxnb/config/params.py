@@ -1,5 +1,8 @@
 """Params files (YAML), read strictly: no tags, no duplicate keys, none of the YAML 1.1
-readings that silently change meaning (`no` -> false, `012` -> 10, `1:20` -> 80).
+readings that silently change meaning (`no` -> false, `012` -> 10, `1:20` -> 80), and
+bounded: aliases (`*name`) may not make the document grow past MAX_NODES values (a
+"billion laughs" is refused before anything is built), nesting stops at MAX_DEPTH, and the
+file must be UTF-8 text.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from typing import Any
 
 from ..errors import FluxnbError
 
+MAX_NODES = 10_000   # values in a document with every alias expanded (a params file has dozens)
+MAX_DEPTH = 32       # lists and mappings inside each other
 
 _YAML11_BOOL = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
 _SURPRISE_INT = re.compile(r"^[-+]?(0[0-7_]+|0o[0-7_]+|0x[0-9a-fA-F_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+|\d+_[\d_]*)$")
@@ -25,6 +30,29 @@ def _strict_loader(source: str):
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):
+            # Nesting past MAX_DEPTH is refused before Python's own recursion limit is reached.
+            self.depth += 1
+            try:
+                if self.depth > MAX_DEPTH:
+                    mark = self.peek_event().start_mark
+                    raise FluxnbError(f"{source}: line {mark.line + 1}: nested more than {MAX_DEPTH} levels deep",
+                                      field="params", value=source, fix="a params file is a flat mapping of settings")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def compose_document(self):
+            node = super().compose_document()
+            size = expanded_size(node)
+            if size > MAX_NODES:
+                raise FluxnbError(f"{source}: aliases (*name) expand it to {size} values, more than {MAX_NODES}",
+                                  field="params", value=source,
+                                  fix="write the values out, or use fewer aliases (a YAML alias bomb is refused)")
+            return node
+
         def construct_mapping(self, node, deep=False):
             seen = set()
             for key_node, _ in node.value:
@@ -68,6 +96,25 @@ def _strict_loader(source: str):
     return StrictLoader
 
 
+def expanded_size(root) -> int:
+    """How many values a composed YAML document holds with every alias expanded, counted
+    without expanding (each node once: its size is its own plus its children's)."""
+    sizes: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = [] if isinstance(node.value, str) else [
+            c for item in node.value for c in (item if isinstance(item, tuple) else (item,))]
+        if done:
+            sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), 2**62)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
 def parse_yaml(text: str, source: str = "params") -> Any:
     """Parse YAML text with the strict rules of `load_params` (any type, not only a mapping);
     how `fluxnb batch -p KEY VALUE` reads its values."""
@@ -80,6 +127,9 @@ def parse_yaml(text: str, source: str = "params") -> Any:
                           field="params", value=source) from None
     except yaml.YAMLError as e:
         raise FluxnbError(f"{source}: not valid YAML: {e}", field="params", value=source) from None
+    except RecursionError:
+        raise FluxnbError(f"{source}: nested too deeply", field="params", value=source,
+                          fix="a params file is a flat mapping of settings") from None
 
 
 def load_params(path: str | os.PathLike) -> dict:
@@ -91,6 +141,13 @@ def load_params(path: str | os.PathLike) -> dict:
         raise FluxnbError(f"params file {str(path)!r}: no such file", field="params", value=str(path)) from None
     except IsADirectoryError:
         raise FluxnbError(f"params file {str(path)!r}: is a folder", field="params", value=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise FluxnbError(f"params file {str(path)!r}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                          f"{e.start})", field="params", value=str(path),
+                          fix="save it as UTF-8 (a params file is YAML text)") from None
+    except OSError as e:
+        raise FluxnbError(f"params file {str(path)!r}: cannot be read ({e.strerror})", field="params",
+                          value=str(path)) from None
     data = parse_yaml(text, str(path))
     if data is None:
         return {}

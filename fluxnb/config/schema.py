@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import FluxnbError
-from .values import (READERS, backend_name, defaults, in_range, model_defaults, model_name, parse_wxh, preset_or,
-                     prompt_text, render_size, size_name)
+from .values import (READERS, backend_name, defaults, folder_text, in_range, model_defaults, model_name, parse_wxh,
+                     preset_or, prompt_text, render_size, size_name)
 
 # The --help sections, in order.
 GROUPS = ("quality (steps)", "size", "seed", "guidance", "output", "model and memory", "prompt enhancement")
@@ -94,7 +94,7 @@ TABLE = (
             shortcuts=(("--cpu-offload", "model", "= --offload model"), ("--no-cpu-offload", "none", "= --offload none")),
             group="model and memory", note="{choices} (default auto: by free VRAM)"),
     Setting("output_dir", str, "default outputs/ or $FLUXNB_OUTPUT_DIR (/workspace/outputs on a pod)",
-            ("--out", "--output-dir"), "DIR", aliases=("out",), group="output", param="a folder",
+            ("--out", "--output-dir"), "DIR", aliases=("out",), group="output", param="a folder", read=folder_text,
             note="images, runlog.jsonl, the contact sheet and this report; default outputs/ or $FLUXNB_OUTPUT_DIR"),
     Setting("count", int, "{range} images (seeds seed, seed+1, ...)", ("-n", "--count"), "N", group="output",
             batch=False),

@@ -15,12 +15,14 @@ import dataclasses
 import os
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import FluxnbError
 from .environment import config_env_path, on_pod, read_env_file, workspace
 from .schema import ALIASES, CHOICES, coerce  # noqa: F401 - ALIASES, CHOICES: the table's (schema.TABLE)
-from .values import DEFAULTS_FILE, defaults, model_defaults, normalize_model, parse_size, render_size  # noqa: F401
+from .values import (DEFAULTS_FILE, defaults, folder_text, model_defaults, normalize_model, parse_size,  # noqa: F401
+                     render_size)
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,6 +107,7 @@ FIELDS = [f.name for f in dataclasses.fields(Settings) if f.name != "sources"]
 # width/height are derived from size; they may be given, but size is the one knob.
 INPUT_FIELDS = [f for f in FIELDS if f not in ("width", "height")]
 CELL_CAP = 100  # sweeps and grids: more cells than this need yes=True (--yes)
+CELL_MAX = 10_000  # and more than this are never made, even with yes (a day of images; bounded memory)
 
 
 def _env_layer() -> tuple[dict, dict]:
@@ -177,6 +180,25 @@ def resolve(params: dict | None = None, *, params_name: str = "params", base: Se
 def validate(s: Settings) -> Settings:
     """Re-check a Settings built or edited by hand; returns a fresh validated copy."""
     return resolve(base=s)
+
+
+def check_output_dir(folder: str | os.PathLike, field_name: str = "output_dir") -> Path:
+    """Refuse an output folder that cannot be used, before anything loads or is made: an
+    empty name, a file where the folder (or one above it) should be, or a folder this user
+    may not write in (or create). Creates nothing; returns the folder as a Path."""
+    text = str(folder)
+    if not text.strip():
+        folder_text(field_name, text)  # refuses it, with the fix
+    p = Path(os.path.expanduser(text))
+    fix = "choose a folder you can write in with --out (output_dir)"
+    existing = next((q for q in (p, *p.parents) if os.path.lexists(q)), Path("."))
+    if not existing.is_dir():
+        where = "is a file" if existing == p else f"cannot be made: {str(existing)!r} is a file"
+        raise FluxnbError(f"{field_name} {text!r}: {where}, not a folder", field=field_name, value=text, fix=fix)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == p else f" (it would be made in {str(existing)!r})"
+        raise FluxnbError(f"{field_name} {text!r}: not writable{where}", field=field_name, value=text, fix=fix)
+    return p
 
 
 def require_prompt(prompt: str, field_name: str = "prompt") -> str:

@@ -178,6 +178,14 @@ def model_defaults(model: str) -> dict:
     return {}
 
 
+def known_models() -> list[str]:
+    """The FLUX models fluxnb knows by name (`models:` and `model_aliases:` in defaults.yaml):
+    the ones an image's metadata may choose without the user naming it (`--from-image`)."""
+    d = defaults()
+    names = list(d.get("models", {})) + list(d.get("model_aliases", {}).values())
+    return list(dict.fromkeys(names))
+
+
 def model_name(name: str, value: Any) -> str:
     """The model setting's reader: a hub id (or its short name), a local folder or tiny."""
     v = normalize_model(as_text(name, value).strip())
@@ -200,6 +208,26 @@ def backend_name(name: str, value: Any) -> str:
     return v
 
 
+MAX_PROMPT = 32768   # characters: 16 times what T5 reads (512 tokens); keeps metadata readable
+
+
 def prompt_text(name: str, value: Any) -> str:
-    """The prompt's reader: the text as given (not stripped); None is the empty prompt."""
-    return "" if value is None else as_text(name, value)
+    """The prompt's reader: the text as given (not stripped); None is the empty prompt.
+    Longer than MAX_PROMPT characters is refused (without echoing it)."""
+    text = "" if value is None else as_text(name, value)
+    if len(text) > MAX_PROMPT:
+        raise FluxnbError(f"{name}: {len(text)} characters, more than {MAX_PROMPT}", field=name,
+                          value=f"({len(text)} characters)",
+                          fix=f"shorten it: T5 reads the first {defaults()['limits']['max_sequence_length'][1]} "
+                              "tokens (about 2,000 characters) and CLIP the first 77")
+    return text
+
+
+def folder_text(name: str, value: Any) -> str:
+    """A folder setting's reader (output_dir): text that is not empty or blank ("" would mean
+    the current folder without saying so)."""
+    text = as_text(name, value).strip()
+    if not text:
+        raise FluxnbError(f"{name} {value!r}: an empty folder name", field=name, value=value,
+                          fix="name a folder, e.g. --out outputs (--out . for the current folder)")
+    return text

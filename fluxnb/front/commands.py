@@ -13,18 +13,32 @@ log = logging.getLogger("fluxnb")
 
 
 def print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    """What the CLI prints as JSON, scrubbed of secrets (`logs.scrub`)."""
+    from ..logs import scrub_data
+
+    print(json.dumps(scrub_data(obj), indent=2, ensure_ascii=False, default=str))
+
+
+def print_text(text: str) -> None:
+    """What the CLI prints as text, scrubbed of secrets."""
+    from ..logs import scrub
+
+    print(scrub(text))
 
 
 def cmd_generate(args) -> int:
+    from ..config.settings import check_output_dir
     from ..image.make import generate
+    from ..outputs.recover import tidy_and_recover
 
     if args.from_image:
         from ..outputs.metadata import read_settings
-        s = settings_from_args(args, prompt=args.prompt, base=read_settings(args.from_image))
+        s = settings_from_args(args, prompt=args.prompt, base=read_settings(args.from_image, model=args.model))
         log.info("settings from %s (seed %s)", args.from_image, s.seed)
     else:
         s = settings_from_args(args, prompt=args.prompt)
+    check_output_dir(s.output_dir)  # before the model loads
+    tidy_and_recover(s.output_dir)  # a killed run's temp links gone, its unrecorded images recorded
     results = generate(settings=s, progress=not args.json and sys.stderr.isatty())
     if args.json:
         print_json({"images": [dict(r.record) for r in results]})
@@ -46,7 +60,7 @@ def cmd_config(args) -> int:
         return 0
     width = max(len(n) for n, _, _ in rows)
     for name, value, src in rows:
-        print(f"{name:<{width}}  {json.dumps(value, default=str):<40}  {src}")
+        print_text(f"{name:<{width}}  {json.dumps(value, default=str):<40}  {src}")
     path = config_env_path()
     print(f"\nconfig.env: {path if path else '(none)'}")
     return 0
@@ -62,7 +76,7 @@ def cmd_log(args) -> int:
     if args.json:
         print_json(runlog.read(args.directory))
         return 0
-    print(runlog.summary(args.directory))
+    print_text(runlog.summary(args.directory))
     return 0
 
 
@@ -85,7 +99,7 @@ def cmd_tokens(args) -> int:
     if args.json:
         print_json(p.to_dict())
         return 0
-    print(render(p, colour=use_colour()))
+    print_text(render(p, colour=use_colour()))
     return 0
 
 
@@ -109,9 +123,9 @@ def cmd_enhance(args) -> int:
     how += f", {enh.elapsed_s:.2f} s" + (", cached" if enh.cached else "")
     if enh.fallback_from:
         how += f", instead of {enh.fallback_from}: {enh.fallback_reason}"
-    print(enh.enhanced)
-    print(f"\n{how}")
-    print(render(p, colour=use_colour()))
+    print_text(enh.enhanced)
+    print_text(f"\n{how}")
+    print_text(render(p, colour=use_colour()))
     return 0
 
 
@@ -127,10 +141,10 @@ def cmd_sweep(args) -> int:
         if args.json:
             print_json(p.definition())
         else:
-            print(p.describe())
+            print_text(p.describe())
             for a in p.axes:
-                print(f"  {a.name}: {', '.join(map(str, a.values))}")
-            print("  fixed: " + ", ".join(f"{k} {v}" for k, v in p.fixed().items()))
+                print_text(f"  {a.name}: {', '.join(map(str, a.values))}")
+            print_text("  fixed: " + ", ".join(f"{k} {v}" for k, v in p.fixed().items()))
         return 0
     result = run(p, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty(),
                  **{**backend_args(args), "backend": args.backend or "local"})
@@ -175,7 +189,7 @@ def print_batch(summary, as_json: bool, failed: bool = False) -> None:
         print_json(summary.to_dict())
         return
     if not failed:
-        print(repr(summary))
+        print_text(repr(summary))
     for label, path in (("report", summary.report), ("contact sheet", summary.contact_sheet)):
         if path:
             print(f"{label}: {path}")

@@ -4,7 +4,10 @@ JupyterLab (right-click, Download) instead of copying files home over SCP.
 What goes in: the images the run log records as `ok` (made in the window), the run-log
 records of the window (every status), and the other results in the folder (grids,
 batch notebooks and reports, CSV/Parquet exports) whose files changed in the window,
-plus a manifest. Hidden and temporary files, and earlier exports, stay out.
+plus a manifest. Hidden and temporary files, and earlier exports, stay out. Only regular
+files inside the folder go in, never through a link (a symlink, or a record whose path is
+absolute or `../` and leads out): those are left out and listed (`left_out`, the manifest).
+Text files and the run-log records are scrubbed of secrets (`logs.scrub`) on the way in.
 The zip is written with the one atomic write (`fluxnb.files.write_atomic`: a temp file in
 the target folder, renamed when complete): a killed export leaves no partial zip.
 """
@@ -16,6 +19,8 @@ import json
 import os
 import re
 import shutil
+import stat
+import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -25,10 +30,12 @@ from .. import __version__
 from ..outputs import runlog
 from ..errors import FluxnbError, RuntimeFailure
 from ..files import write_atomic
+from ..logs import scrub, scrub_data, secret_values
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp"}
 OTHER_EXT = {".ipynb", ".html", ".csv", ".parquet", ".json", ".yaml", ".yml", ".txt", ".md", ".gif", ".mp4"}
 STORED_EXT = IMAGE_EXT | {".parquet", ".gif", ".mp4"}   # already compressed
+TEXT_EXT = {".ipynb", ".html", ".csv", ".json", ".yaml", ".yml", ".txt", ".md"}   # scrubbed on the way in
 EXPORTS = "exports"
 
 
@@ -41,6 +48,7 @@ class ExportResult:
     bytes: int
     since: str = ""
     skipped: list = field(default_factory=list)
+    left_out: list = field(default_factory=list)   # "PATH (why)": outside the folder, a link, not a file
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +56,9 @@ class ExportResult:
     def summary(self) -> str:
         since = f" since {self.since}" if self.since else ""
         miss = f"; {len(self.skipped)} recorded image(s) missing on disk" if self.skipped else ""
+        if self.left_out:
+            shown = ", ".join(self.left_out[:5]) + (", ..." if len(self.left_out) > 5 else "")
+            miss += f"; left out {len(self.left_out)} (only regular files inside the folder go in): {shown}"
         return (f"exported {self.images} image(s), {self.files - self.images} other file(s) and {self.records} run-log "
                 f"record(s){since}: {self.bytes / 1e6:.1f} MB{miss}")
 
@@ -72,17 +83,21 @@ def parse_since(text: str | None, *, now: datetime | None = None) -> datetime | 
         return local_midnight.astimezone(timezone.utc)
     if t == "yesterday":
         return (local_midnight - timedelta(days=1)).astimezone(timezone.utc)
+    shown = repr(text) if len(str(text)) <= 60 else f"{str(text)[:40]!r}… ({len(str(text))} characters)"
     m = _RELATIVE.match(t)
-    if m:
-        return now - timedelta(**{_UNITS[m.group(2).lower()]: float(m.group(1))})
     try:
+        if m:
+            return now - timedelta(**{_UNITS[m.group(2).lower()]: float(m.group(1))})
         when = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.astimezone()  # local time, as typed
+        return when.astimezone(timezone.utc)
+    except OverflowError:
+        raise FluxnbError(f"since {shown}: outside the dates a computer keeps", field="since", value=text,
+                          fix="use a shorter duration (e.g. 30d) or a date such as 2026-11-24") from None
     except ValueError:
-        raise FluxnbError(f"since {text!r}: not a date, a time or a duration", field="since", value=text,
+        raise FluxnbError(f"since {shown}: not a date, a time or a duration", field="since", value=text,
                           fix="use e.g. 2026-11-24, 2026-11-24T18:00, today, yesterday, 30m, 12h or 7d") from None
-    if when.tzinfo is None:
-        when = when.astimezone()  # local time, as typed
-    return when.astimezone(timezone.utc)
 
 
 def in_window(rec: dict, since: datetime | None) -> bool:
@@ -101,52 +116,93 @@ def in_window(rec: dict, since: datetime | None) -> bool:
 # Choosing the files
 # ---------------------------------------------------------------------------------------
 
-def _image_path(rec: dict, folder: Path) -> Path | None:
-    """Where a record's image is now: its recorded path, or the same name in the folder
-    (records hold the path as given when made, often relative to another folder)."""
-    raw = rec.get("path") or ""
-    if not raw:
-        return None
-    p = Path(raw)
-    for cand in (p if p.is_absolute() else folder / p, folder / p.name, p):
-        if cand.is_file():
-            return cand
+def confined(folder: Path, rel: Path) -> str | None:
+    """Why `folder/rel` may not be exported, or None when it is a regular file inside the
+    folder reached through no link (`rel` relative, without `..`)."""
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        return "outside the folder"
+    cur = folder
+    for i, part in enumerate(rel.parts):
+        cur = cur / part
+        try:
+            mode = os.lstat(cur).st_mode
+        except (OSError, ValueError):
+            return "missing"
+        if stat.S_ISLNK(mode):
+            return "a link"
+        if i == len(rel.parts) - 1 and not stat.S_ISREG(mode):
+            return "not a regular file"
     return None
+
+
+def _record_image(rec: dict, folder: Path) -> tuple[str | None, str | None]:
+    """(the name of a record's image inside the folder, or None; why not, when it exists
+    elsewhere or is a link). Records hold the path as given when made, often relative to
+    another folder, so the same name in the folder counts too."""
+    p = Path(str(rec.get("path") or ""))
+    cands = []
+    if p.is_absolute():
+        for base in (folder.absolute(), folder.resolve()):
+            try:
+                cands.append(p.relative_to(base))
+            except ValueError:
+                pass
+    else:
+        cands.append(p)
+    cands.append(Path(p.name))
+    why_not = None
+    for rel in cands:
+        why = confined(folder, rel)
+        if why is None:
+            return rel.as_posix(), None
+        if why != "missing":
+            why_not = why_not or why
+    if why_not is None and p.is_absolute() and runlog.is_file(p):
+        why_not = "outside the folder"
+    return None, why_not
 
 
 def _hidden_or_temp(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts) or rel.suffix in (".tmp", ".part", ".incomplete")
 
 
-def select(folder: Path, since: datetime | None) -> tuple[list[tuple[Path, str]], list[dict], list[str]]:
-    """([(file, name in the zip)], run-log records in the window, recorded images missing)."""
+def select(folder: Path, since: datetime | None) -> tuple[list[tuple[Path, str]], list[dict], list[str], list[str]]:
+    """([(file, name in the zip)], run-log records in the window, recorded images missing,
+    files left out as "PATH (why)")."""
     records = [r for r in runlog.read(folder, warn=False) if in_window(r, since)]
-    chosen: dict[Path, str] = {}
-    missing = []
+    chosen: dict[str, Path] = {}
+    missing, left_out = [], []
+    # 1. The images the run log records `ok`.
     for rec in records:
         if rec.get("status") != "ok":
             continue
-        p = _image_path(rec, folder)
-        if p is None:
+        arc, why = _record_image(rec, folder)
+        if arc is not None:
+            chosen.setdefault(arc, folder / arc)
+        elif why is not None:
+            left_out.append(f"{rec.get('path')} ({why})")
+        else:
             missing.append(rec.get("path") or rec.get("id") or "?")
-            continue
-        rp = p.resolve()
-        try:
-            arc = rp.relative_to(folder.resolve()).as_posix()
-        except ValueError:
-            arc = f"images/{p.name}"
-        chosen.setdefault(rp, arc)
+    # 2. The other results in the folder: a walk that never follows a link.
     cutoff = since.timestamp() if since else None
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if not p.is_file() or _hidden_or_temp(rel) or rel.parts[0] == EXPORTS or p.name == runlog.FILE_NAME:
-            continue
-        if p.suffix.lower() not in IMAGE_EXT | OTHER_EXT or p.resolve() in chosen:
-            continue
-        if cutoff is not None and p.stat().st_mtime < cutoff:
-            continue
-        chosen[p.resolve()] = rel.as_posix()
-    return sorted(chosen.items(), key=lambda kv: kv[1]), records, missing
+    for top, dirs, names in os.walk(folder, followlinks=False):
+        base = Path(top)
+        for name in sorted(dirs + names):
+            p = base / name
+            rel = p.relative_to(folder)
+            if _hidden_or_temp(rel) or rel.parts[0] == EXPORTS or rel.as_posix() in chosen:
+                continue
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                left_out.append(f"{rel.as_posix()} (a link)")
+            elif (stat.S_ISREG(st.st_mode) and name != runlog.FILE_NAME and p.suffix.lower() in IMAGE_EXT | OTHER_EXT
+                  and (cutoff is None or st.st_mtime >= cutoff)):
+                chosen[rel.as_posix()] = p
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not (base == folder and d == EXPORTS)]
+    return sorted(((p, arc) for arc, p in chosen.items()), key=lambda kv: kv[1]), records, missing, left_out
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,7 +232,7 @@ def export_run(directory: str | os.PathLike | None = None, *, since: str | None 
         raise FluxnbError(f"export {str(folder)!r}: no such folder", field="directory", value=str(folder),
                           fix="give an output folder (the one with runlog.jsonl), e.g. outputs")
     when = parse_since(since)
-    files, records, missing = select(folder, when)
+    files, records, missing, left_out = select(folder, when)
     images = sum(1 for p, _ in files if p.suffix.lower() in IMAGE_EXT)
     if not files and not records:
         window = f" since {since}" if since else ""
@@ -190,7 +246,7 @@ def export_run(directory: str | os.PathLike | None = None, *, since: str | None 
         raise FluxnbError(f"out {str(target)!r}: the export is a zip file", field="out", value=str(target),
                           fix="name a .zip file, e.g. --out run.zip")
     target.parent.mkdir(parents=True, exist_ok=True)
-    total = sum(p.stat().st_size for p, _ in files)
+    total = sum(p.lstat().st_size for p, _ in files)
     free = shutil.disk_usage(target.parent).free
     if free < total + 16 * 2**20:
         raise RuntimeFailure(f"out {str(target)!r}: no room on disk ({free // 2**20} MiB free, about "
@@ -203,16 +259,16 @@ def export_run(directory: str | os.PathLike | None = None, *, since: str | None 
                 "since_utc": when.isoformat() if when else "",
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "images": images, "files": [arc for _, arc in files], "records": len(records),
-                "missing_images": missing}
+                "missing_images": missing, "left_out": left_out}
+    secrets = secret_values()
 
     def zip_into(f) -> None:
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
             for p, arc in files:
-                kind = zipfile.ZIP_STORED if p.suffix.lower() in STORED_EXT else zipfile.ZIP_DEFLATED
-                z.write(p, f"{top}/{arc}", compress_type=kind)
-            z.writestr(f"{top}/{runlog.FILE_NAME}",
-                       "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
-            z.writestr(f"{top}/manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+                add_file(z, p, f"{top}/{arc}", secrets)
+            z.writestr(f"{top}/{runlog.FILE_NAME}", "".join(
+                json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in scrub_data(records, secrets)))
+            z.writestr(f"{top}/manifest.json", json.dumps(scrub_data(manifest, secrets), indent=2, ensure_ascii=False))
 
     try:
         write_atomic(target, zip_into)
@@ -222,4 +278,23 @@ def export_run(directory: str | os.PathLike | None = None, *, since: str | None 
                                  value=str(target), status="disk_full", fix="free some space and rerun") from None
         raise
     return ExportResult(path=str(target), images=images, files=len(files), records=len(records),
-                        bytes=target.stat().st_size, since=since or "", skipped=missing)
+                        bytes=target.stat().st_size, since=since or "", skipped=missing, left_out=left_out)
+
+
+def add_file(z: zipfile.ZipFile, path: Path, arcname: str, secrets: list[str]) -> None:
+    """Copy one chosen file into the zip, opened without following a link (a file swapped
+    for one since it was chosen is refused); text files scrubbed of secrets."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as src:
+        st = os.fstat(src.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise FluxnbError(f"export: {str(path)!r} is not a regular file", field="directory", value=str(path))
+        info = zipfile.ZipInfo(arcname, date_time=time.localtime(max(st.st_mtime, 315532800))[:6])
+        info.external_attr = (st.st_mode & 0xFFFF) << 16
+        info.compress_type = zipfile.ZIP_STORED if path.suffix.lower() in STORED_EXT else zipfile.ZIP_DEFLATED
+        if path.suffix.lower() in TEXT_EXT:
+            text = src.read().decode("utf-8", errors="surrogateescape")  # any bytes, back as they were
+            z.writestr(info, scrub(text, secrets).encode("utf-8", errors="surrogateescape"))
+            return
+        with z.open(info, "w", force_zip64=True) as dst:
+            shutil.copyfileobj(src, dst, 2**20)

@@ -32,8 +32,8 @@ from pathlib import Path
 
 from ..config.environment import PACKAGE_DIR, getenv, log_dir, on_pod, workspace
 from ..errors import FluxnbError, RuntimeFailure
-from .labserver import (connect_host, forget, http, port_free, port_taken_error, read_state, save_state, state_file,
-                        status, stop, terminate)
+from .labserver import (connect_host, forget, http, port_free, port_taken_error, process_start, read_state, save_state,
+                        state_file, status, stop, terminate)
 from .labtoken import TOKEN_NAMES, Token, lab_dir, resolve_token, token_file
 
 __all__ = ["PORT", "LabInfo", "base_url", "log_file", "notebook_dir", "proxy_url", "server_command", "server_env",
@@ -181,7 +181,8 @@ def start(*, ip: str | None = None, port: int = PORT, open_browser: bool | None 
     except BaseException:
         terminate(proc.pid, group=background)
         raise
-    state = {"pid": proc.pid, "ip": ip, "port": int(port), "url": url, "root_dir": str(root),
+    state = {"pid": proc.pid, "process_start": process_start(proc.pid), "ip": ip, "port": int(port), "url": url,
+             "root_dir": str(root),
              "notebook_dir": str(nb), "log": str(log_file()) if background else "",
              "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     save_state(state)

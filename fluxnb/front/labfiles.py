@@ -14,7 +14,7 @@ def download_url(path: str | os.PathLike) -> str | None:
     from .lab import status
 
     st = status()
-    if not st["running"]:
+    if not st["running"] or not st.get("root_dir"):
         return None
     try:
         rel = Path(path).resolve().relative_to(Path(st["root_dir"]).resolve()).as_posix()

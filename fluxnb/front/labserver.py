@@ -1,9 +1,12 @@
 """The JupyterLab server `fluxnb lab` started: its state file, whether it runs and answers,
 whether a port is free, and stopping it.
 
-The state file (`<cache>/lab/server.json`: pid, address, folders) is written atomically when
-the server is up and removed when it stops; a state whose process is gone, or is not a
-JupyterLab, counts as not running.
+The state file (`<cache>/lab/server.json`: pid, the process's start time, address, folders)
+is written atomically when the server is up and removed when it stops. The server is
+identified by more than its pid (`identify`): the process must have the start time recorded
+(a reused pid has another) and be a JupyterLab; a state without a start time to compare
+counts only when the server answers at its address with fluxnb's token. Anything else is a
+stale state: not running, and never stopped (its process is someone else's).
 """
 
 from __future__ import annotations
@@ -27,9 +30,18 @@ def state_file() -> Path:
 
 
 def read_state() -> dict | None:
+    """The saved state, or None when there is none or it is not one (damaged, edited)."""
     try:
-        return json.loads(state_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        state = json.loads(state_file().read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            return None
+        state["pid"], state["port"] = int(state["pid"]), int(state["port"])
+        if not (0 < state["pid"] < 2**31 and 0 < state["port"] < 65536):
+            return None
+        state["ip"] = str(state.get("ip") or "127.0.0.1")
+        state["url"] = str(state.get("url") or f"http://{connect_host(state['ip'])}:{state['port']}")
+        return state
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
         return None
 
 
@@ -41,7 +53,7 @@ def save_state(state: dict) -> None:
 def forget(pid: int) -> None:
     """Remove the state file when it is the state of server `pid`."""
     state = read_state()
-    if state and int(state.get("pid", 0)) == pid:
+    if state and state["pid"] == pid:
         state_file().unlink(missing_ok=True)
 
 
@@ -62,25 +74,50 @@ def http(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[int,
         return 0, b""
 
 
-def is_our_server(pid: int) -> bool:
-    """Whether process `pid` runs and is a JupyterLab (a pid may have been reused)."""
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc/PID/stat), or None
+    where there is no /proc or no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def answers(state: dict) -> bool:
+    """Whether a Jupyter server answers at the state's address with fluxnb's token."""
+    tok = token_file().read_text(encoding="utf-8") if token_file().is_file() else None
+    if not tok:
+        return False
+    code, body = http(f"http://{connect_host(state['ip'])}:{state['port']}/api/status", tok)
+    return code == 200 and b'"started"' in body
+
+
+def identify(state: dict) -> bool:
+    """Whether the state's process is the JupyterLab `fluxnb lab` started: alive, started
+    when recorded (a reused pid started later) and a JupyterLab; with no start time to
+    compare, only when the server answers at its address with fluxnb's token."""
+    pid = state["pid"]
     if not pid_alive(pid):
         return False
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"jupyterlab" not in cmd and b"jupyter-lab" not in cmd:
+            return False
     except OSError:
-        return True
-    return b"jupyterlab" in cmd or b"jupyter-lab" in cmd
+        pass  # no /proc: the answer below decides
+    recorded, now = state.get("process_start"), process_start(pid)
+    if recorded and now:
+        return str(recorded) == now
+    return answers(state)
 
 
 def status() -> dict:
     """{'running': bool, 'pid', 'port', 'url', 'answers', ...} of the server `fluxnb lab` started."""
     state = read_state()
-    if not state or not is_our_server(int(state.get("pid", 0))):
-        return {"running": False, **({"stale": True} if state else {})}
-    tok = token_file().read_text(encoding="utf-8") if token_file().is_file() else None
-    code, _ = http(f"http://{connect_host(state['ip'])}:{state['port']}/api/status", tok)
-    return {**state, "running": True, "answers": code == 200}
+    if not state or not identify(state):
+        return {"running": False, **({"stale": True} if state_file().is_file() else {})}
+    return {**state, "running": True, "answers": answers(state)}
 
 
 def port_free(ip: str, port: int) -> bool:
@@ -131,13 +168,14 @@ def terminate(pid: int, *, group: bool, timeout: float = 15.0) -> None:
 
 
 def stop() -> bool:
-    """Stop the server `fluxnb lab` started; False when none was running."""
+    """Stop the server `fluxnb lab` started; False when none was running. A stale state (its
+    pid gone or now another process) is removed, and that process is left alone."""
     state = read_state()
     if not state:
+        state_file().unlink(missing_ok=True)
         return False
-    pid = int(state.get("pid", 0))
-    running = is_our_server(pid)
+    running = identify(state)
     if running:
-        terminate(pid, group=bool(state.get("log")))
+        terminate(state["pid"], group=bool(state.get("log")))
     state_file().unlink(missing_ok=True)
     return running

@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..config.settings import Settings, require_prompt, resolve
+from ..config.settings import Settings, check_output_dir, require_prompt, resolve
 from ..errors import FluxnbError, RuntimeFailure
 from .callbacks import Hooks, ProgressBar, StepTimer
 from .record import GeneratedImage, Job, base_record, failure_record, metadata, seeds_for
@@ -46,6 +46,8 @@ def generate(prompt: str | None = None, *, settings: Settings | None = None, see
         overrides["prompt"] = prompt
     s = settings.replace(**overrides) if settings is not None else resolve(**overrides)
     require_prompt(s.prompt)
+    if save:
+        check_output_dir(s.output_dir)  # before anything loads
     # 2. One job per seed, made one at a time.
     jobs = [Job(s, seed, dict(extra or {})) for seed in seeds_for(s, seeds)]
     return make(jobs, callbacks=callbacks, progress=progress, save=save, record=record)

@@ -77,6 +77,9 @@ def write_new(directory: str | os.PathLike, name: str, data: bytes) -> Path:
             raise RuntimeFailure(f"output_dir {str(folder)!r}: the disk filled up while writing", field="output_dir",
                                  value=str(folder), fix="free some space or choose another folder with --out",
                                  status="disk_full") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise RuntimeFailure(f"output_dir {str(folder)!r}: not writable ({e.strerror})", field="output_dir",
+                                 value=str(folder), fix="choose a folder you can write in with --out") from None
         raise
     finally:
         if tmp is not None:

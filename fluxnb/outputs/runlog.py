@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -73,11 +74,13 @@ def append(directory: str | os.PathLike, record: dict) -> None:
 
 
 def read(directory: str | os.PathLike | None = None, *, warn: bool = True) -> list[dict]:
-    """Every readable record, in order. Torn or corrupt lines are skipped with a warning."""
+    """Every readable record, in order, its known columns coerced to their types
+    (`coerce`). Torn, corrupt or not-an-object lines are skipped, and values of a column
+    that cannot be read as its type are dropped (None), with one warning for the lot."""
     path = path_for(directory)
     if not path.is_file():
         return []
-    records, bad = [], []
+    records, bad, dropped = [], [], 0
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             if not raw.strip():
@@ -86,13 +89,65 @@ def read(directory: str | os.PathLike | None = None, *, warn: bool = True) -> li
                 rec = json.loads(raw.decode("utf-8"))
                 if not isinstance(rec, dict):
                     raise ValueError("not an object")
-                records.append(rec)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 bad.append(n)
-    if bad and warn:
-        log.warning("%s: skipped %d unreadable line(s) (%s): a write cut short by a kill", path, len(bad),
-                     ", ".join(map(str, bad[:5])) + ("..." if len(bad) > 5 else ""))
+                continue
+            rec, lost = coerce(rec)
+            dropped += lost
+            records.append(rec)
+    if (bad or dropped) and warn:
+        parts = []
+        if bad:
+            parts.append(f"skipped {len(bad)} unreadable line(s) ({', '.join(map(str, bad[:5]))}"
+                         f"{'...' if len(bad) > 5 else ''}: a write cut short by a kill, or not a record)")
+        if dropped:
+            parts.append(f"dropped {dropped} value(s) not of their column's type")
+        log.warning("%s: %s", path, "; ".join(parts))
     return records
+
+
+_INT64 = 2**63
+
+
+def coerce(rec: dict) -> tuple[dict, int]:
+    """(the record with each known column read as its type or None, how many were dropped).
+    Whole numbers: ints (or whole floats) within int64; numbers: finite ints or floats;
+    times: ISO 8601 text; booleans: true or false; text: text (a number or a boolean as its
+    text). Other keys stay."""
+    out, lost = dict(rec), 0
+    for col, kind in COLUMNS.items():
+        v = rec.get(col)
+        if v is None:
+            continue
+        if kind == "Int64":
+            ok = isinstance(v, int) and not isinstance(v, bool) and -_INT64 <= v < _INT64
+            if not ok and isinstance(v, float) and v.is_integer() and -_INT64 <= v < _INT64:
+                v, ok = int(v), True
+        elif kind == "float64":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if ok:
+                v = float(v)
+        elif kind.startswith("datetime"):
+            ok = isinstance(v, str) and _iso_time(v)
+        elif kind == "boolean":
+            ok = isinstance(v, bool)
+        else:
+            ok = isinstance(v, (str, int, float, bool))
+            if ok and not isinstance(v, str):
+                v = json.dumps(v) if isinstance(v, bool) else str(v)
+        out[col] = v if ok else None
+        lost += not ok
+    return out, lost
+
+
+def _iso_time(text: str) -> bool:
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return True
+    except ValueError:
+        return False
 
 
 def load(directory: str | os.PathLike | None = None):
@@ -107,7 +162,7 @@ def load(directory: str | os.PathLike | None = None):
         if dtype.startswith("datetime"):
             df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
         elif dtype == "Int64":
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+            df[col] = pd.array([r.get(col) for r in records], dtype="Int64")  # ints or None (`coerce`)
         elif dtype == "float64":
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
         elif dtype == "boolean":
@@ -118,11 +173,20 @@ def load(directory: str | os.PathLike | None = None):
     return df[ordered]
 
 
+def is_file(path) -> bool:
+    """Whether `path` (recorded text) names an existing file; False for names no file can
+    have (too long, a NUL byte)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def ok_paths(directory: str | os.PathLike) -> dict[str, dict]:
     """{item id: record} of the items recorded `ok` whose image still exists."""
     out = {}
     for rec in read(directory, warn=False):
-        if rec.get("status") == "ok" and rec.get("id") and rec.get("path") and Path(rec["path"]).is_file():
+        if rec.get("status") == "ok" and rec.get("id") and rec.get("path") and is_file(rec["path"]):
             out[rec["id"]] = rec
     return out
 
@@ -151,12 +215,14 @@ def write_table(df, target: str | os.PathLike) -> Path:
 
 def summary(directory: str | os.PathLike | None = None) -> str:
     """A short text summary: counts by status, seconds per image, models, last image."""
+    import pandas as pd
+
     path = path_for(directory)
     df = load(path)
     if df.empty:
         return f"{path}: no records"
     lines = [f"{path}: {len(df)} records"]
-    counts = df["status"].value_counts()
+    counts = df["status"].fillna("(none)").value_counts()
     lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     ok = df[df["status"] == "ok"]
     if len(ok):
@@ -173,5 +239,6 @@ def summary(directory: str | os.PathLike | None = None) -> str:
         lines.append(f"  last: {last['path']} (seed {last['seed']}, {last['steps']} steps, guidance {last['guidance']})")
     failed = df[df["status"] != "ok"]
     for _, row in failed.tail(5).iterrows():
-        lines.append(f"  {row['status']}: {row['created_at']:%Y-%m-%d %H:%M} {str(row['error'])[:100]}")
+        when = "(no time)" if pd.isna(row["created_at"]) else f"{row['created_at']:%Y-%m-%d %H:%M}"
+        lines.append(f"  {row['status']}: {when} {str(row['error'])[:100]}")
     return "\n".join(lines)

@@ -160,6 +160,13 @@ def cache_get(key: str, prompt: str) -> dict | None:
 
 
 def cache_put(key: str, rec: dict) -> None:
+    """Keep an answer; never one whose prompt or answer holds a secret (`logs.scrub`): the
+    cache would keep the secret, and a scrubbed entry could never answer that prompt."""
+    from ..logs import scrub_data
+
+    if scrub_data(rec) != rec:
+        log.debug("enhance: not cached (the prompt or the answer holds a secret)")
+        return
     path = cache_path(key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

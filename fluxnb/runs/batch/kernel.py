@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ...errors import FluxnbError, RuntimeFailure
 from ...outputs import runlog
-from ...outputs.files import tidy
+from ...outputs.recover import tidy_and_recover
 from .params import Plan, preflight, size_text
 
 log = logging.getLogger("fluxnb.batch")
@@ -50,15 +50,16 @@ def execute(p: Plan) -> datetime:
     (for `summarize`). A disk-full failure stops the batch (every later item would fail)."""
     _ensure_logging()
     started = now()
-    # 1. One run of a batch at a time; what is made is read again under the lock, then
-    #    temp files left by a killed run are tidied away.
+    # 1. One run of a batch at a time. Under the lock, temp files left by a killed run are
+    #    tidied away (an image it had linked but not recorded is recorded from its own
+    #    metadata), then what is made is read again.
     lock = _lock(p)
     try:
+        if tidy_and_recover(p.output_dir):
+            log.info("recorded image(s) a killed run had written but not recorded in %s", p.output_dir)
         fresh = runlog.ok_paths(p.output_dir)
         p.done = {i.id: fresh[i.id] for i in p.items if i.id in fresh}
         todo = p.todo
-        if tidy(p.output_dir):
-            log.info("removed temp files left by a killed run in %s", p.output_dir)
         if len(todo) < len(p.items):
             log.info("skipping %d item(s) already made (force: true redoes them)", len(p.items) - len(todo))
         if todo:

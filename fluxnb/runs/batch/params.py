@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ...config.environment import SECRET_NAMES, getenv
 from ...config.schema import TABLE, expected, note, or_list, param_types
-from ...config.settings import CHOICES, defaults, resolve
+from ...config.settings import CHOICES, check_output_dir, defaults, resolve
 from ...errors import FluxnbError
 from ...outputs import runlog
 
@@ -149,22 +149,23 @@ def _kind(v) -> str:
 
 
 def _strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(k)
-            yield from _strings(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _strings(v)
+    """Every string in a value (keys too), each shared list or mapping visited once: the
+    walk is as long as the value's distinct parts, however often aliases repeat them."""
+    seen, stack = set(), [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, (dict, list, tuple)) and id(v) not in seen:
+            seen.add(id(v))
+            stack.extend([x for kv in v.items() for x in kv] if isinstance(v, dict) else v)
 
 
 def check_names(params: dict, source: str = "params") -> None:
     """Refuse secret-looking names, unknown names and values that hold a secret."""
     import difflib
 
-    from ...logs import secret_values
+    from ...logs import scrub, secret_values
 
     for key in params:
         if looks_secret(key):
@@ -177,8 +178,9 @@ def check_names(params: dict, source: str = "params") -> None:
                               field=str(key), fix=f"valid keys: {', '.join(PARAMS)}")
     secrets = secret_values()
     for key, value in params.items():
-        if any(sec in text for text in _strings(value) for sec in secrets):
-            raise FluxnbError(f"{source}: the value of {key!r} holds a secret from the environment: secrets are "
+        if any(scrub(text, secrets) != text for text in _strings(value)):
+            raise FluxnbError(f"{source}: the value of {key!r} holds a secret (from the environment, or shaped like "
+                              "an API key or token): secrets are "
                               "never parameters", field=key, fix="remove it; fluxnb reads secrets from the "
                               "environment or config.env")
 
@@ -323,8 +325,10 @@ def collect(namespace: dict) -> dict:
 
 
 def preflight(p: Plan) -> None:
-    """Checks that would otherwise fail every item: an enhancer without its key."""
+    """Checks that would otherwise fail every item: an output folder that cannot be used,
+    an enhancer without its key."""
     s = p.settings
+    check_output_dir(s.output_dir)
     if p.todo and "claude" in p.enhances and s.enhance_fallback == "none" and not getenv("ANTHROPIC_API_KEY"):
         raise FluxnbError("enhance claude: ANTHROPIC_API_KEY is not set", field="enhance", value="claude",
                           fix="export ANTHROPIC_API_KEY or put it in config.env (never in a params file), "

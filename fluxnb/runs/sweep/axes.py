@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 
-from ...config.settings import ALIASES, Settings, draw_seed, require_prompt
+from ...config.settings import ALIASES, CELL_MAX, Settings, draw_seed, require_prompt
 from ...errors import FluxnbError
 
 # Sweepable settings and how their values are read; the default order of the axes
@@ -26,16 +26,21 @@ _RANDOM = re.compile(r"\s*random(?:\s*:\s*(\d+))?\s*", re.IGNORECASE)
 # ---------------------------------------------------------------------------------------
 
 def _bad(axis: str, value, message: str, fix: str | None = None) -> FluxnbError:
-    return FluxnbError(f"{axis} {value!r}: {message}", field=axis, value=value, fix=fix)
+    shown = repr(value)
+    if len(shown) > 80:  # a value long enough to bury the message: its start and its length
+        shown = f"{shown[:40]}… ({len(str(value))} characters)"
+    return FluxnbError(f"{axis} {shown}: {message}", field=axis, value=value, fix=fix)
 
 
-def expand_range(text: str, kind: str, axis: str = "value") -> list | None:
-    """A1111 X/Y/Z ranges: `1-5` (step 1), `1-10 (+2)` (step 2), `1-10 [5]` (5 values evenly
-    spaced; whole-number axes truncate like A1111). None when `text` is not a range."""
+def range_count(text: str, kind: str, axis: str = "value") -> tuple | None:
+    """(low, high, step or None, how many values) of an A1111 range, counted arithmetically
+    (nothing is built); None when `text` is not a range. Refuses a bad step, count or order."""
     m = _RANGE.fullmatch(text)
     if not m or kind not in ("int", "float"):
         return None
     a, b, step, count = m.groups()
+    if not all(math.isfinite(float(x)) for x in (a, b, step, count) if x is not None):
+        raise _bad(axis, text, "a number too large for a range", fix="e.g. 1-10 (+2)")
     if kind == "int" and any(x is not None and "." in x for x in (a, b)):
         raise _bad(axis, text, "a range of whole numbers cannot have decimals", fix="e.g. 1-10 (+2)")
     conv = int if kind == "int" else float
@@ -44,9 +49,7 @@ def expand_range(text: str, kind: str, axis: str = "value") -> list | None:
         n = float(count)
         if n < 1 or not n.is_integer():
             raise _bad(axis, text, f"[{count}] must be a whole number of values, 1 or more", fix="e.g. 1-10 [5]")
-        n = int(n)
-        vals = [lo + (hi - lo) * i / (n - 1) for i in range(n)] if n > 1 else [lo]
-        return [int(v) for v in vals] if kind == "int" else [round(v, 6) for v in vals]
+        return lo, hi, None, int(n)
     st = conv(float(step)) if step is not None else conv(1)
     if st <= 0:
         raise _bad(axis, text, f"the range step {step} must be positive",
@@ -54,8 +57,49 @@ def expand_range(text: str, kind: str, axis: str = "value") -> list | None:
     if hi < lo:
         raise _bad(axis, text, "the range ends below its start",
                    fix=f"write it low to high ({b}-{a}), use [N] for N values, or list the values")
-    n = math.floor((hi - lo) / st + 1e-9) + 1
+    q = (hi - lo) / st
+    return lo, hi, st, math.floor(q + 1e-9) + 1 if math.isfinite(q) else 2**63
+
+
+def expand_range(text: str, kind: str, axis: str = "value") -> list | None:
+    """A1111 X/Y/Z ranges: `1-5` (step 1), `1-10 (+2)` (step 2), `1-10 [5]` (5 values evenly
+    spaced; whole-number axes truncate like A1111). None when `text` is not a range. More
+    than CELL_MAX values are refused before any is made."""
+    counted = range_count(text, kind, axis)
+    if counted is None:
+        return None
+    lo, hi, st, n = counted
+    if n > CELL_MAX:
+        raise _bad(axis, text, f"{n} values, more than a sweep ever makes ({CELL_MAX})", fix="use a larger step or [N]")
+    if st is None:
+        vals = [lo + (hi - lo) * i / (n - 1) for i in range(n)] if n > 1 else [lo]
+        return [int(v) for v in vals] if kind == "int" else [round(v, 6) for v in vals]
     return [lo + i * st for i in range(n)] if kind == "int" else [round(lo + i * st, 6) for i in range(n)]
+
+
+def count_values(name: str, value) -> int:
+    """How many values axis `name` will have, from what was written (lists, ranges,
+    random:N), without building them; a lower bound past CELL_MAX (a list is not read
+    beyond that). What is not a value is refused later, by `parse_axis`."""
+    kind = AXES[name]
+    if not isinstance(value, str) and is_list(value):
+        try:
+            if len(value) > CELL_MAX:
+                return len(value)
+        except TypeError:
+            pass
+    total = 0
+    for it in _items(value, "|" if kind == "prompt" else ","):
+        text = it.strip() if isinstance(it, str) else it
+        m = _RANDOM.fullmatch(text) if name == "seed" and isinstance(text, str) else None
+        counted = range_count(text, kind, name) if isinstance(text, str) and not m else None
+        if m:
+            total += _random_count(m)
+        else:
+            total += counted[3] if counted else 1
+        if total > CELL_MAX:
+            break
+    return total
 
 
 def _items(value, sep: str) -> list:
@@ -82,7 +126,7 @@ def parse_axis(name: str, value, base: Settings) -> tuple[list, list, list]:
             raise _bad(name, value, "an empty value in the list", fix=f"e.g. {_example(name)}")
         if name == "seed" and isinstance(text, str) and _RANDOM.fullmatch(text) or text in (-1, "-1"):
             m = _RANDOM.fullmatch(str(text))
-            n = int(m.group(1)) if m and m.group(1) else 1
+            n = _random_count(m) if m else 1
             if not 1 <= n <= 10000:
                 raise _bad(name, text, "random:N draws N seeds: N must be 1 to 10000", fix="e.g. random:4")
             new = _draw(n, set(raw) | set(drawn))
@@ -102,6 +146,12 @@ def parse_axis(name: str, value, base: Settings) -> tuple[list, list, list]:
         values.append(norm)
         labels.append(label)
     return values, labels, drawn
+
+
+def _random_count(m) -> int:
+    """N of a `random:N` match (1 without N); past 10 digits, a number larger than any cap."""
+    digits = m.group(1)
+    return 1 if not digits else int(digits) if len(digits) <= 10 else 10**10
 
 
 def _draw(n: int, taken: set) -> list:

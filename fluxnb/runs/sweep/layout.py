@@ -23,9 +23,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...config.settings import CELL_CAP, Settings, draw_seed, require_prompt, resolve
+from ...config.settings import CELL_CAP, CELL_MAX, Settings, draw_seed, require_prompt, resolve
 from ...errors import FluxnbError
-from .axes import AXES, AXIS_ALIASES, is_list, parse_axis
+from .axes import AXES, AXIS_ALIASES, count_values, is_list, parse_axis
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,13 @@ def plan(prompt: str | None = None, *, seeds=None, guidance=None, steps=None, si
     if out is not None:
         base = base.replace(output_dir=str(out))
 
-    # 2. Read every axis (the model first: it brings its defaults); one value is a fixed setting.
+    # 2. Count the cells from what was written (ranges arithmetically), and refuse too many
+    #    before any value is built; then read every axis (the model first: it brings its
+    #    defaults); one value is a fixed setting.
+    counts = {key: count_values(key, v) for key, v in specs.items()}
+    seeds_by_count = base.count if counts.get("seed", 1) <= 1 and base.count > 1 else 1
+    check_cells({k: n for k, n in counts.items() if n > 1} | ({"seed": seeds_by_count} if seeds_by_count > 1 else {}),
+                yes)
     axes, drawn = {}, []
     for key in sorted(specs, key=lambda k: k != "model"):
         v = specs[key]
@@ -178,11 +184,7 @@ def plan(prompt: str | None = None, *, seeds=None, guidance=None, steps=None, si
     r_ax = layout[0] if len(layout) > 1 or (layout and rows) else None
     c_ax = layout[1] if len(layout) > 1 else (layout[0] if layout and not rows else None)
     pages = layout[2:]
-    total = math.prod(len(a.values) for a in layout)
-    if total > CELL_CAP and not yes:
-        raise FluxnbError(f"sweep of {total} cells ({' x '.join(f'{len(a.values)} {a.name}' for a in layout)}): "
-                          f"more than {CELL_CAP}", field="cells", value=total,
-                          fix="narrow an axis, or pass --yes (yes=True) to make them all")
+    check_cells({a.name: len(a.values) for a in layout}, yes)
 
     # 4. The cells, row-major within each grid; each one's settings validated now.
     from ...image.record import item_id
@@ -207,6 +209,20 @@ def plan(prompt: str | None = None, *, seeds=None, guidance=None, steps=None, si
                           fix="give values that change the image (e.g. not square and 1024x1024)")
     digest = hashlib.sha256(json.dumps([order, [c.id for c in cells]]).encode()).hexdigest()[:12]
     return Plan(digest, base, template or base.prompt, layout, r_ax, c_ax, pages, cells, drawn)
+
+
+def check_cells(dims: dict, yes: bool) -> int:
+    """The number of cells of axes of these lengths; refused past CELL_CAP without yes, and
+    past CELL_MAX always."""
+    total = math.prod(dims.values())
+    shape = " x ".join(f"{n} {name}" for name, n in dims.items())
+    if total > CELL_MAX:
+        raise FluxnbError(f"sweep of {total} cells ({shape}): more than {CELL_MAX}, the most a sweep makes",
+                          field="cells", value=total, fix="narrow an axis (a larger step, [N] values, fewer seeds)")
+    if total > CELL_CAP and not yes:
+        raise FluxnbError(f"sweep of {total} cells ({shape}): more than {CELL_CAP}", field="cells", value=total,
+                          fix="narrow an axis, or pass --yes (yes=True) to make them all")
+    return total
 
 
 def _fill(template: str | None, value: str) -> str:

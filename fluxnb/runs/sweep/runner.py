@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...config.settings import Settings
+from ...config.settings import Settings, check_output_dir
 from ...errors import FluxnbError
 from .layout import Plan, plan
 
@@ -87,6 +87,7 @@ def run(p: Plan, *, batch_size: int | None = None, staged: bool | None = None, c
     """Make the cells of a plan not yet recorded, then draw and save the grids.
     `backend="ray"` and its options: see `sweep`."""
     from ...outputs import runlog
+    from ...outputs.recover import tidy_and_recover
     from ..ray.backend import for_backend, make_sweep
     from . import make as sweeprun
     from .grid import save_sweep_grid
@@ -95,8 +96,11 @@ def run(p: Plan, *, batch_size: int | None = None, staged: bool | None = None, c
     if ray is not None and callbacks:
         raise FluxnbError("callbacks: not with backend ray (they would run in the workers)", field="callbacks",
                           fix="use backend local for step callbacks")
+    check_output_dir(p.base.output_dir)  # before any model loads
 
-    # 1. Reuse the cells an earlier (interrupted) run already made.
+    # 1. Reuse the cells an earlier (interrupted) run already made, recording first any image
+    #    a killed run linked into place without its record.
+    tidy_and_recover(p.base.output_dir)
     done = runlog.ok_paths(p.base.output_dir)
     todo = [c for c in p.cells if not (c.id in done and sweeprun.reuse(p, c, done[c.id]))]
     log.info("%s, %d already made", p.describe(), len(p.cells) - len(todo))
