@@ -247,7 +247,9 @@ def test_timeout(claude, monkeypatch):
     monkeypatch.setenv("FLUXNB_ENHANCE_TIMEOUT_S", "0.3")
     monkeypatch.setenv("FLUXNB_ENHANCE_GIVE_UP_AFTER_S", "1.2")
     t0 = time.monotonic()
-    with pytest.raises(RuntimeFailure, match=r"no answer within 0.3 s \(timeout"):
+    # The last attempt gets what is left of the budget, so its own limit may be under 0.3 s;
+    # the message names the configured one either way.
+    with pytest.raises(RuntimeFailure, match=r"no answer within [\d.]+ s \(timeout; enhance.timeout_s is 0.3\)"):
         enhancer.enhance("a red fox", "claude", use_cache=False)
     assert time.monotonic() - t0 < 6  # the 1.2 s budget (and a busy machine), not the server's 10 s
     assert len(claude.requests) >= 2  # a timeout is retried while the budget lasts

@@ -283,18 +283,18 @@ def test_compile_s_is_recorded_apart_for_the_first_image_at_a_size(tiny_model, o
     def slow_first_step(pipe, i, t, kwargs):
         if i == 0 and first["left"]:
             first["left"] = 0
-            time.sleep(0.3)
+            time.sleep(1.0)
         return kwargs
 
     a = gen(compile=True, seed=11, steps=4, output_dir=str(outdir), callbacks=[slow_first_step])[0].record
     b = gen(compile=True, seed=12, steps=4, output_dir=str(outdir))[0].record
     first["left"] = 1
     c = gen(compile=True, seed=13, steps=4, size="80x80", output_dir=str(outdir), callbacks=[slow_first_step])[0].record
-    # The 0.3 s sleep is measured as compile time; the bounds leave room for a busy machine.
-    assert a["compile"] is True and a["compile_s"] >= 0.15
+    # The 1 s sleep is measured as compile time; the bounds leave room for a busy machine.
+    assert a["compile"] is True and a["compile_s"] >= 0.5
     assert a["denoise_s"] < a["elapsed_s"] - a["compile_s"] + 0.05   # denoise_s is the steady part
     assert b["compile_s"] == 0.0                                       # same size: compiled already
-    assert c["compile_s"] >= 0.15 and current().compiled_sizes == {(64, 64), (80, 80)}  # a new size: measured again
+    assert c["compile_s"] >= 0.5 and current().compiled_sizes == {(64, 64), (80, 80)}  # a new size: measured again
     df = runlog.load(outdir)
     assert str(df["compile_s"].dtype) == "float64"
     assert df.set_index("seed")["compile_s"].loc[[11, 12]].tolist() == [a["compile_s"], 0.0]
