@@ -63,6 +63,10 @@ def infotext(meta: dict) -> str:
         fields["Original prompt"] = meta.get("prompt", "")
     if meta.get("clip_dropped"):
         fields["CLIP prompt"] = meta.get("clip_prompt", "")
+    if meta.get("strength") is not None:  # img2img and inpaint (A1111's names)
+        fields["Denoising strength"] = meta["strength"]
+    if meta.get("task") == "inpaint" and (meta.get("settings") or {}).get("mask_blur"):
+        fields["Mask blur"] = meta["settings"]["mask_blur"]
     fields["Version"] = f"fluxnb {meta.get('fluxnb_version', '')}".strip()
     body = ", ".join(f"{k}: {_quote(v)}" for k, v in fields.items() if v is not None and v != "")
     return f"{meta.get('t5_prompt') or meta.get('prompt', '')}\n{body}"
@@ -179,9 +183,11 @@ def read_settings(path: str | os.PathLike):
 
     fluxnb images: every setting from the embedded JSON, with the prompt that was actually
     rendered (an enhanced prompt is taken as it was, with enhance none, so the pixels come
-    back without calling the enhancer again). Other A1111/Forge images: prompt, steps,
-    seed, size, guidance and model from the `parameters` text."""
+    back without calling the enhancer again), and its inputs (init image, mask) at their
+    recorded paths or, by hash, in the output folder's inputs/ (`inputs.locate`). Other
+    A1111/Forge images: prompt, steps, seed, size, guidance and model from the `parameters` text."""
     from ..config.settings import FIELDS, resolve
+    from .inputs import locate
 
     found = read_metadata(path)
     meta = found[JSON_KEY]
@@ -191,6 +197,9 @@ def read_settings(path: str | os.PathLike):
         values["enhance"] = "none"
         values["seed"] = meta.get("seed", values.get("seed"))
         values["count"] = 1
+        folders = [Path(path).resolve().parent, Path(meta["settings"].get("output_dir") or ".")]
+        for name, recorded in (meta.get("inputs") or {}).items():
+            values[name] = locate(name, recorded, folders)
         return resolve(params=values, params_name=f"image:{Path(path).name}")
     if found["parameters"]:
         return resolve(params=_settings_from_infotext(found["parameters"]), params_name=f"image:{Path(path).name}")
