@@ -59,6 +59,22 @@ def tiny_model(session_env):
     return ensure_tiny()
 
 
+@pytest.fixture(scope="session")
+def tiny_kontext(session_env):
+    """A tiny random-weight FLUX.1 Kontext pipeline's folder (FluxKontextPipeline), built once."""
+    from fluxnb.model.testmodel import ensure_tiny
+
+    return ensure_tiny("kontext")
+
+
+@pytest.fixture(scope="session")
+def tiny_fill(session_env):
+    """A tiny random-weight FLUX.1 Fill pipeline's folder (FluxFillPipeline), built once."""
+    from fluxnb.model.testmodel import ensure_tiny
+
+    return ensure_tiny("fill")
+
+
 @pytest.fixture
 def outdir(tmp_path):
     return tmp_path / "out"

@@ -15,6 +15,10 @@ forced to 3.5, steps off by one, another seed, width and height swapped, prompt 
 prompt_2 swapped, CLIP given the untrimmed prompt, T5 cut to 64 tokens, JPEG quality
 ignored) makes at least one of these fail; `test_the_cases_differ` shows that each such
 change moves the reference's pixels, so no comparison passes trivially.
+
+Image conditioning (at the end): `fluxnb.generate` and a strength sweep with an init image, a
+mask or a Kontext model against `FluxImg2ImgPipeline`, `FluxInpaintPipeline`,
+`FluxKontextPipeline` and `FluxFillPipeline` called directly.
 """
 
 from __future__ import annotations
@@ -292,3 +296,128 @@ def test_ray_items_are_diffusers_pixels(reference, tiny_model, tmp_path):
         case = replace(base, seed=cell.seed)
         assert_record_tells_the_case(records[str(cell.path)], case, reference)
         assert_same_pixels(pixels(cell.path), reference.pixels(case, threads=1), what=f"Ray cell seed {cell.seed}")
+
+
+# ---------------------------------------------------------------------------------------
+# Image conditioning: img2img, inpaint, Kontext and Fill against diffusers' own pipelines
+# ---------------------------------------------------------------------------------------
+# The reference side loads FluxImg2ImgPipeline, FluxInpaintPipeline, FluxKontextPipeline and
+# FluxFillPipeline from the tiny folders with diffusers alone and calls them with the image
+# (cropped or resized here, with PIL, where fluxnb renders another size), the mask, the
+# strength, `prompt` = the CLIP-trimmed text and `prompt_2` = the whole prompt. For inpainting
+# it pastes the input back outside the mask itself (numpy), as A1111 does: with mask_blur 0
+# fluxnb's composite is exactly that.
+
+def noise_image(w: int, h: int, seed: int) -> Image.Image:
+    return Image.fromarray((np.random.RandomState(seed).rand(h, w, 3) * 255).astype("uint8"))
+
+
+def rect_mask(w: int, h: int, box: tuple) -> Image.Image:
+    mask = Image.new("L", (w, h), 0)
+    mask.paste(255, box)
+    return mask
+
+
+class Conditioned:
+    """diffusers' image-conditioned FLUX pipelines, each loaded once from a tiny folder, float32, CPU."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.pipes = tokenizer, {}
+
+    def pipe(self, cls_name: str, folder):
+        import torch
+        import diffusers
+
+        key = (cls_name, str(folder))
+        if key not in self.pipes:
+            self.pipes[key] = getattr(diffusers, cls_name).from_pretrained(str(folder), dtype=torch.float32)
+            self.pipes[key].set_progress_bar_config(disable=True)
+        return self.pipes[key]
+
+    def image(self, cls_name: str, folder, case: Case, **inputs):
+        import torch
+
+        return self.pipe(cls_name, folder)(
+            prompt=clip_trim(self.tokenizer, case.prompt), prompt_2=case.prompt, guidance_scale=case.guidance,
+            num_inference_steps=case.steps, width=case.width, height=case.height,
+            generator=torch.Generator("cpu").manual_seed(case.seed), max_sequence_length=case.max_sequence_length,
+            **inputs).images[0]
+
+
+@pytest.fixture(scope="module")
+def conditioned(reference) -> Conditioned:
+    return Conditioned(reference.tokenizer)
+
+
+def pasted_back(generated, image, mask) -> np.ndarray:
+    """The generated pixels inside the mask, the input's own outside."""
+    inside = np.asarray(mask)[..., None] >= 128
+    return np.where(inside, as_array(generated), as_array(image))
+
+
+IMG2IMG = {  # name: (input size, case, strength); 4 steps: 0.3 runs the last step, 0.6 three, 0.9 all four
+    "same-size-0.6": ((64, 48), Case(steps=4, width=64, height=48, seed=41, guidance=2.5), 0.6),
+    "cropped-0.3": ((70, 50), Case(steps=4, width=64, height=48, seed=42), 0.3),
+    "resized-0.9": ((64, 48), Case(prompt=LONG, steps=4, width=80, height=64, seed=43, guidance=5.0), 0.9),
+}
+
+
+@pytest.mark.parametrize("name", list(IMG2IMG))
+def test_img2img_makes_diffusers_pixels(name, conditioned, tiny_model, tmp_path):
+    (iw, ih), case, strength = IMG2IMG[name]
+    source = noise_image(iw, ih, 1)
+    source.save(tmp_path / "in.png")
+    size = {"size": case.size} if name.startswith("resized") else {}  # else: the input's own, rounded to 16
+    [item] = fluxnb.generate(model="tiny", init_image=str(tmp_path / "in.png"), strength=strength, image_format="png",
+                             output_dir=str(tmp_path / "out"), progress=False,
+                             **{k: v for k, v in case.settings().items() if k != "size"}, **size)
+    fed = source
+    if (iw, ih) != (case.width, case.height) and not size:  # fluxnb crops 70x50 about the centre to 64x48
+        left, top = (iw - case.width) // 2, (ih - case.height) // 2
+        fed = source.crop((left, top, left + case.width, top + case.height))
+    want = as_array(conditioned.image("FluxImg2ImgPipeline", tiny_model, case, image=fed, strength=strength))
+    assert_same_pixels(pixels(item.path), want, what=f"img2img {name}")
+    assert (item.record["task"], item.record["strength"]) == ("img2img", strength)
+
+
+def test_inpaint_and_fill_make_diffusers_pixels(conditioned, tiny_model, tiny_fill, tmp_path):
+    case = Case(steps=3, width=64, height=48, seed=44, guidance=3.0)
+    source, mask = noise_image(64, 48, 2), rect_mask(64, 48, (16, 8, 48, 40))
+    source.save(tmp_path / "in.png")
+    mask.save(tmp_path / "mask.png")
+    for cls_name, folder, strength in (("FluxInpaintPipeline", tiny_model, 0.8), ("FluxFillPipeline", tiny_fill, 1.0)):
+        [item] = fluxnb.generate(model="tiny" if folder == tiny_model else str(folder), init_image=str(tmp_path / "in.png"),
+                                 mask=str(tmp_path / "mask.png"), mask_blur=0, strength=strength, image_format="png",
+                                 output_dir=str(tmp_path / "out"), progress=False, **case.settings())
+        made = conditioned.image(cls_name, folder, case, image=source, mask_image=mask, strength=strength)
+        assert_same_pixels(pixels(item.path), pasted_back(made, source, mask), what=cls_name)
+        assert np.abs(as_array(made) - as_array(source))[np.asarray(mask) >= 128].mean() > 10  # the inside changed
+
+
+@pytest.mark.parametrize("resize", ["keep", "preferred"])
+def test_kontext_edit_makes_diffusers_pixels(resize, conditioned, tiny_kontext, tmp_path):
+    case = Case(prompt="make the sky violet", steps=2, width=64, height=48, seed=45)
+    source = noise_image(64, 48, 3)
+    source.save(tmp_path / "in.png")
+    [item] = fluxnb.generate(model=str(tiny_kontext), init_image=str(tmp_path / "in.png"), kontext_resize=resize,
+                             image_format="png", output_dir=str(tmp_path / "out"), progress=False, **case.settings())
+    want = conditioned.image("FluxKontextPipeline", tiny_kontext, case, image=source, max_area=64 * 48,
+                             _auto_resize=resize == "preferred")
+    assert_same_pixels(pixels(item.path), as_array(want), what=f"Kontext, resize {resize}")
+    assert item.record["task"] == "edit"
+
+
+def test_strength_sweep_cells_are_diffusers_pixels(conditioned, tiny_model, tmp_path):
+    """A strength x seed sweep: each strength's seeds share a batched call (within 2/255 of a
+    single call, as for text-to-image cells); each cell against FluxImg2ImgPipeline called alone."""
+    base = Case(steps=4, width=64, height=48)
+    source = noise_image(64, 48, 4)
+    source.save(tmp_path / "in.png")
+    result = fluxnb.sweep(SHORT, strength=[0.3, 0.9], seeds=[46, 47], init_image=str(tmp_path / "in.png"),
+                          model="tiny", steps=base.steps, image_format="png", out=tmp_path / "out", progress=False)
+    assert len(result.cells) == 4
+    for cell in result.cells:
+        case = replace(base, seed=cell.seed)
+        want = conditioned.image("FluxImg2ImgPipeline", tiny_model, case, image=source,
+                                 strength=cell.values["strength"])
+        assert_same_pixels(pixels(cell.path), as_array(want), tolerance=2, what=f"sweep cell {cell.values}")

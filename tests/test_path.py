@@ -29,9 +29,9 @@ def seams(monkeypatch):
         seen["prepare"].append(s.prompt)
         return prepare(loaded, s)
 
-    def call_kwargs_spy(jobs, embeds, hooks, output_type):
+    def call_kwargs_spy(jobs, embeds, hooks, output_type, *pipe):
         seen["calls"].append([j.seed for j in jobs])
-        return call_kwargs(jobs, embeds, hooks, output_type)
+        return call_kwargs(jobs, embeds, hooks, output_type, *pipe)
 
     monkeypatch.setattr(render, "prepare", prepare_spy)
     monkeypatch.setattr(render, "call_kwargs", call_kwargs_spy)

@@ -36,11 +36,14 @@ FLAGS = {
     "compile_cache": ["--compile-cache", "--no-compile-cache"],
     "vae_tiling": ["--vae-tiling"], "enhance": ["--enhance", "--enhance-ai"], "enhance_model": ["--enhance-model"],
     "enhance_fallback": ["--enhance-fallback"], "enhance_cache": ["--no-enhance-cache"],
+    "init_image": ["--init-image"], "strength": ["--strength"], "mask": ["--mask"], "mask_blur": ["--mask-blur"],
+    "pad": ["--pad"], "kontext_resize": ["--kontext-resize"],
 }
 PARAMS_KEYS = ["prompts", "seeds", "steps", "size", "guidance", "model", "image_format", "jpeg_quality", "enhance",
                "offload", "output_dir", "precision", "device", "compile", "fuse_qkv", "attention_backend",
                "compile_mode", "compile_vae", "compile_cache", "max_sequence_length", "vae_tiling",
-               "enhance_model", "enhance_fallback", "batch_name", "force", "backend", "address", "workers",
+               "enhance_model", "enhance_fallback", "init_image", "strength", "mask", "mask_blur", "pad",
+               "kontext_resize", "batch_name", "force", "backend", "address", "workers",
                "gpus_per_worker", "ray_results"]
 
 
@@ -174,14 +177,14 @@ import contextlib, dataclasses, io, json
 from fluxnb.config import schema, settings, values
 from fluxnb.errors import FluxnbError
 
-new = schema.Setting("strength", float, "how much of the input image to repaint, {range} (default {default})",
-                     ("--strength",), "S", group="output")
+new = schema.Setting("grain", float, "how much film grain to add, {range} (default {default})",
+                     ("--grain",), "G", group="output")
 schema.TABLE += (new,)
 schema.SETTINGS[new.name] = new
-values.defaults()["settings"]["strength"] = 0.75        # its default in defaults.yaml
-values.defaults()["limits"]["strength"] = [0.0, 1.0]
-settings.Settings = dataclasses.make_dataclass("Settings", [("strength", float, 0.75)], bases=(settings.Settings,))
-settings.FIELDS.append("strength"), settings.INPUT_FIELDS.append("strength")
+values.defaults()["settings"]["grain"] = 0.75        # its default in defaults.yaml
+values.defaults()["limits"]["grain"] = [0.0, 1.0]
+settings.Settings = dataclasses.make_dataclass("Settings", [("grain", float, 0.75)], bases=(settings.Settings,))
+settings.FIELDS.append("grain"), settings.INPUT_FIELDS.append("grain")
 
 from fluxnb.front import cli, flags
 from fluxnb.runs.batch import params
@@ -190,39 +193,39 @@ parser = cli.build_parser()
 with contextlib.redirect_stdout(io.StringIO()) as shown, contextlib.suppress(SystemExit):
     parser.parse_args(["generate", "--help"])
 out["help"] = shown.getvalue()
-args = parser.parse_args(["generate", "x", "--strength", "0.3"])
-out["flag"] = flags.settings_from_args(args, prompt="x").strength
-for bad in (["--strength", "2"], ["--strength", "lots"]):
+args = parser.parse_args(["generate", "x", "--grain", "0.3"])
+out["flag"] = flags.settings_from_args(args, prompt="x").grain
+for bad in (["--grain", "2"], ["--grain", "lots"]):
     try:
         flags.settings_from_args(parser.parse_args(["generate", "x", *bad]), prompt="x")
     except FluxnbError as e:
         out.setdefault("refused", []).append(str(e))
-out["param"] = [[t.__name__ for t in params.PARAMS["strength"][0]], params.PARAMS["strength"][1]]
-out["cell"] = [ln for ln in params.parameters_cell().splitlines() if ln.startswith("strength")]
-out["planned"] = params.plan({"model": "tiny", "prompts": ["a"], "strength": 0.5}).settings.strength
+out["param"] = [[t.__name__ for t in params.PARAMS["grain"][0]], params.PARAMS["grain"][1]]
+out["cell"] = [ln for ln in params.parameters_cell().splitlines() if ln.startswith("grain")]
+out["planned"] = params.plan({"model": "tiny", "prompts": ["a"], "grain": 0.5}).settings.grain
 try:
-    params.plan({"model": "tiny", "prompts": ["a"], "strength": "much"})
+    params.plan({"model": "tiny", "prompts": ["a"], "grain": "much"})
 except FluxnbError as e:
     out["bad_param"] = str(e)
-out["env"] = settings.resolve().strength
+out["env"] = settings.resolve().grain
 print(json.dumps(out))
 '''
 
 
 def test_a_new_table_entry_is_a_flag_a_params_key_a_notebook_line_and_validated(tmp_path):
     r = subprocess.run([sys.executable, "-c", NEW_SETTING], capture_output=True, text=True, timeout=120,
-                       cwd=tmp_path, env={**os.environ, "FLUXNB_STRENGTH": "0.25"})
+                       cwd=tmp_path, env={**os.environ, "FLUXNB_GRAIN": "0.25"})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert "--strength S" in out["help"] and "0.0-1.0 (default 0.75)" in " ".join(out["help"].split())
+    assert "--grain G" in out["help"] and "0.0-1.0 (default 0.75)" in " ".join(out["help"].split())
     assert out["flag"] == 0.3
-    assert out["refused"][0].startswith("strength 2.0: must be between 0.0 and 1.0")
-    assert out["refused"][1].startswith("strength 'lots': expected a number")
+    assert out["refused"][0].startswith("grain 2.0: must be between 0.0 and 1.0")
+    assert out["refused"][1].startswith("grain 'lots': expected a number")
     assert out["param"] == [["int", "float"], "a number 0.0-1.0"]
-    assert out["cell"] == ["strength: Optional[float] = None  # a number 0.0-1.0 (default 0.75)"]
+    assert out["cell"] == ["grain: Optional[float] = None  # a number 0.0-1.0 (default 0.75)"]
     assert out["planned"] == 0.5
-    assert out["bad_param"] == "strength 'much': expected a number 0.0-1.0, got text"
-    assert out["env"] == 0.25  # FLUXNB_STRENGTH, like every setting
+    assert out["bad_param"] == "grain 'much': expected a number 0.0-1.0, got text"
+    assert out["env"] == 0.25  # FLUXNB_GRAIN, like every setting
 
 
 # ---------------------------------------------------------------------------------------

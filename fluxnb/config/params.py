@@ -134,7 +134,8 @@ def parse_yaml(text: str, source: str = "params") -> Any:
 
 def load_params(path: str | os.PathLike) -> dict:
     """Read a params YAML file with `safe_load` semantics, refusing tags, duplicate keys and
-    the YAML 1.1 readings that silently change meaning (`no` -> false, `012` -> 10, `1:20` -> 80)."""
+    the YAML 1.1 readings that silently change meaning (`no` -> false, `012` -> 10, `1:20` -> 80).
+    Relative image paths (init_image, mask) are taken from the file's folder."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -154,5 +155,18 @@ def load_params(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise FluxnbError(f"{path}: expected a mapping of settings, got {type(data).__name__}",
                           field="params", value=str(path))
-    return data
+    return relative_to(data, Path(path).resolve().parent)
+
+
+def relative_to(params: dict, folder: Path) -> dict:
+    """`params` with its relative file paths (init_image, mask) taken from `folder`, the
+    params file's own, so that a batch runs the same from any working folder."""
+    from .inputs import PATH_SETTINGS
+
+    out = dict(params)
+    for key in PATH_SETTINGS:
+        value = out.get(key)
+        if isinstance(value, str) and value.strip() and not Path(value.strip()).expanduser().is_absolute():
+            out[key] = str(folder / value.strip())
+    return out
 

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import FluxnbError
+from .inputs import input_path, pad_spec, strength_value
 from .values import (READERS, backend_name, defaults, folder_text, in_range, model_defaults, model_name, parse_wxh,
                      preset_or, prompt_text, render_size, size_name)
 
 # The --help sections, in order.
-GROUPS = ("quality (steps)", "size", "seed", "guidance", "output", "model and memory", "prompt enhancement")
+GROUPS = ("quality (steps)", "size", "seed", "guidance", "image input", "output", "model and memory",
+          "prompt enhancement")
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,27 @@ TABLE = (
             note="{choices}: what to do when Claude fails (default none: the item fails)"),
     Setting("enhance_cache", bool, group="prompt enhancement", batch=False,
             shortcuts=(("--no-enhance-cache", False, "ask the enhancer again even when the answer is cached"),)),
+    # Image inputs (config/inputs.py): img2img, inpainting, outpainting, Kontext editing.
+    Setting("init_image", str, "start from this image (img2img; the image to edit with a Kontext model)",
+            ("--init-image",), "PATH", group="image input", read=input_path, param="a path to an image (relative to "
+            "the params file)", note="the image to start from (a path relative to the params file); None: none"),
+    Setting("strength", float, "how far from the init image: above 0, at most 1 (default {default})", ("--strength",),
+            "S", group="image input", read=strength_value, param="a number above 0, at most 1",
+            note="img2img and inpaint: above 0, at most 1 (default {default}; 1 repaints everything)"),
+    Setting("mask", str, "inpaint: white pixels are repainted (so are an RGBA init image's transparent ones)",
+            ("--mask",), "PATH", group="image input", read=input_path, param="a path to a mask image (relative to "
+            "the params file)", note="inpaint: white pixels are repainted (a path relative to the params file); None: none"),
+    Setting("mask_blur", int, "feather the inpainted edge by N pixels, inside the mask (default {default})",
+            ("--mask-blur",), "N", group="image input", note="inpaint: feathering inside the mask, {range} px "
+            "(default {default})"),
+    Setting("pad", str, "outpaint: grow the canvas by LEFT,TOP,RIGHT,BOTTOM pixels (or N on every side)",
+            ("--pad",), "L,T,R,B", group="image input", read=pad_spec,
+            param='LEFT,TOP,RIGHT,BOTTOM pixels, quoted (e.g. "0,0,256,0"), or one number for every side',
+            note='outpaint: "LEFT,TOP,RIGHT,BOTTOM" pixels added and repainted; None: none'),
+    Setting("kontext_resize", str, "Kontext models: the input resized to the nearest of Kontext's trained sizes "
+            "(preferred, the default) or kept at the output's size", ("--kontext-resize",),
+            choices=("preferred", "keep"), group="image input", note="{choices}: Kontext models only (default "
+            "preferred)"),
 )
 SETTINGS = {s.name: s for s in TABLE}
 CHOICES = {s.name: s.choices for s in TABLE if s.choices}

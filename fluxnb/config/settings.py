@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import FluxnbError
 from .environment import config_env_path, on_pod, read_env_file, workspace
+from .inputs import condition
 from .schema import ALIASES, CHOICES, coerce  # noqa: F401 - ALIASES, CHOICES: the table's (schema.TABLE)
 from .values import (DEFAULTS_FILE, defaults, folder_text, model_defaults, normalize_model, parse_size,  # noqa: F401
                      render_size)
@@ -77,6 +78,12 @@ class Settings:
     enhance_cache: bool = True
     enhance_fallback: str = "none"
     vae_tiling: str = "auto"
+    init_image: str = ""          # image inputs (config/inputs.py): img2img, inpaint, outpaint, Kontext edit
+    strength: float = 0.75
+    mask: str = ""
+    mask_blur: int = 4
+    pad: str = ""
+    kontext_resize: str = "preferred"
     sources: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -168,6 +175,7 @@ def resolve(params: dict | None = None, *, params_name: str = "params", base: Se
 
     # 3. Coerce and validate.
     values = {name: coerce(name, value, model) for name, value in raw.items()}
+    condition(values, sources, coerce("size", model_defaults(model).get("size", defaults()["settings"]["size"])))
     values["width"], values["height"] = parse_size(values["size"])[1:]
     if not values.get("enhance_model"):
         values["enhance_model"] = defaults()["settings"]["enhance_model"]

@@ -62,6 +62,8 @@ def add_model_commands(sub) -> None:
     b.add_argument("--scale", choices=["tiny", "small", "full"], default="tiny")
     b.add_argument("--device", default="cpu", help="where to make the weights (cuda for full)")
     b.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    b.add_argument("--variant", choices=["kontext", "fill"], default="",
+                   help="a FLUX.1 Kontext (editing) or Fill (inpainting) pipeline instead of text to image")
     b.add_argument("--overwrite", action="store_true")
     b.set_defaults(func=cmd_model_build)
 

@@ -87,7 +87,8 @@ def cmd_model_build(args) -> int:
     if args.dtype != "float32":
         import torch
         dtype = getattr(torch, args.dtype)
-    path = build(args.directory, args.scale, device=args.device, dtype=dtype, overwrite=args.overwrite)
+    path = build(args.directory, args.scale, device=args.device, dtype=dtype, overwrite=args.overwrite,
+                 variant=args.variant)
     print(path)
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import __version__
 from ..config.settings import FIELDS, Settings, draw_seed, resolve
 from ..errors import FluxnbError
+from . import conditioning
 
 # The speed levers' load settings: recorded as the pipeline was loaded with them.
 LEVERS = ("fuse_qkv", "attention_backend", "compile_mode", "compile_vae", "compile_cache")
@@ -44,6 +45,7 @@ class GeneratedImage:
 
         s = self.settings
         self.path = save(self.image, self.metadata, directory or s.output_dir, s.image_format, s.jpeg_quality)
+        conditioning.keep(s, self.path.parent)  # the inputs, once each, beside it in inputs/
         return self.path
 
 
@@ -63,6 +65,8 @@ def item_id(settings: Settings, seed: int) -> str:
     the pixels (LoRAs, an init image) joins the key only when set, so older ids stay valid."""
     key = {k: getattr(settings, k) for k in IDENTITY_FIELDS}
     key["seed"] = int(seed)
+    if settings.init_image:
+        key["inputs"] = conditioning.identity(settings)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -109,6 +113,7 @@ def base_record(s: Settings, seed: int, *, plan=None, enh=None, loaded=None) -> 
         key = getattr(loaded, "key", None)
         known.update({k: getattr(key, k) for k in LEVERS if hasattr(key, k)})
         known.update(offload=loaded.offload, precision=loaded.precision, device=loaded.device)
+    known.update(conditioning.record_fields(s, loaded))  # task, init image, hashes, strength
     rec = {k: known[k] if k in known else getattr(s, k) for k in COLUMNS if k in known or k in FIELDS}
     if enh and enh.fallback_from:
         rec["enhancer_fallback_from"] = enh.fallback_from
@@ -117,8 +122,10 @@ def base_record(s: Settings, seed: int, *, plan=None, enh=None, loaded=None) -> 
 
 
 def metadata(record: dict, s: Settings, seed: int) -> dict:
-    """What an image file carries: its run-log record, the settings that reproduce it, versions."""
-    return dict(record, settings={**s.to_dict(), "seed": seed, "count": 1}, versions=versions())
+    """What an image file carries: its run-log record, the settings that reproduce it, versions,
+    and its inputs (path, size, sha256) when it has any."""
+    inputs = {"inputs": conditioning.describe(s)} if s.init_image else {}
+    return dict(record, settings={**s.to_dict(), "seed": seed, "count": 1}, versions=versions(), **inputs)
 
 
 def failure_record(s: Settings, seed: int, exc: BaseException | str, *, status: str | None = None,

@@ -3,11 +3,11 @@
 Two seams take every new per-image input, so one change reaches generate, sweeps, batches,
 Ray and the widgets together:
 - `prepare(loaded, s)`: the pipeline that makes images for settings `s`, ready to call
-  (today: VAE tiling). LoRA adapters are set here on the loaded pipeline (`set_adapters`);
-  img2img / inpaint / Kontext get their pipeline here, built once from the loaded one with
-  `from_pipe` and kept on `loaded`.
-- `call_kwargs(jobs, embeds, hooks, output_type)`: the diffusers `__call__` arguments for
-  one image or a batch (an init image, a mask and a strength are added here).
+  (VAE tiling; img2img / inpaint get their pipeline here, made once from the loaded one's
+  components and kept on `loaded`: `conditioning.pipeline_for`). LoRA adapters are set here
+  on the loaded pipeline (`set_adapters`).
+- `call_kwargs(jobs, embeds, hooks, output_type, pipe)`: the diffusers `__call__` arguments
+  for one image or a batch (the init image, mask and strength: `conditioning.call_inputs`).
 Whatever either one reads from the settings belongs in `render_key`: only jobs that agree
 on it share a pipeline call. Noise always comes from a CPU generator seeded with the
 image's seed, so a batched image starts from the very noise a single call draws.
@@ -19,6 +19,7 @@ import logging
 
 from ..config.settings import Settings
 from ..errors import RuntimeFailure
+from . import conditioning
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,16 @@ def configure_tiling(loaded, s: Settings) -> None:
 def render_key(s: Settings) -> tuple:
     """What jobs must share to be made in one pipeline call: everything `prepare` and
     `call_kwargs` read from the settings, except the prompt and the seed."""
-    return (s.size, s.steps, s.guidance, s.max_sequence_length, s.vae_tiling)
+    return (s.size, s.steps, s.guidance, s.max_sequence_length, s.vae_tiling, *conditioning.identity(s).values())
 
 
 def prepare(loaded, s: Settings):
     """The pipeline that makes images for settings `s`, made ready for them."""
     configure_tiling(loaded, s)
-    return loaded.pipe
+    return conditioning.pipeline_for(loaded, s)
 
 
-def call_kwargs(jobs: list, embeds: list, hooks, output_type: str) -> dict:
+def call_kwargs(jobs: list, embeds: list, hooks, output_type: str, pipe=None) -> dict:
     """diffusers `__call__` arguments for `jobs` (sharing `render_key`), embeds[i] being the
     (prompt, pooled) embeddings of jobs[i]. One job is called exactly as a single image always
     was; a batch stacks the embeddings and gives each image its own generator."""
@@ -83,7 +84,8 @@ def call_kwargs(jobs: list, embeds: list, hooks, output_type: str) -> dict:
                 "generator": [torch.Generator("cpu").manual_seed(j.seed) for j in jobs]}
     return dict(text, width=w, height=h, num_inference_steps=s.steps, guidance_scale=s.guidance,
                 max_sequence_length=s.max_sequence_length, callback_on_step_end=hooks,
-                callback_on_step_end_tensor_inputs=hooks.tensor_inputs, output_type=output_type)
+                callback_on_step_end_tensor_inputs=hooks.tensor_inputs, output_type=output_type,
+                **(conditioning.call_inputs(pipe, jobs) if pipe is not None else {}))
 
 
 def denoise(loaded, jobs: list, embeds: list, hooks, *, output_type: str = "pil") -> list:
@@ -94,7 +96,7 @@ def denoise(loaded, jobs: list, embeds: list, hooks, *, output_type: str = "pil"
     import torch
 
     pipe = prepare(loaded, jobs[0].settings)
-    kwargs = call_kwargs(jobs, embeds, hooks, output_type)
+    kwargs = call_kwargs(jobs, embeds, hooks, output_type, pipe)
     hooks.before(jobs)
     try:
         with torch.inference_mode():
@@ -120,9 +122,11 @@ def decode_latents(loaded, s: Settings, latents) -> list:
 
 
 def finish_image(image, s: Settings, seed: int):
-    """After the pipeline: crop a cropping preset (hd) to its size, refuse a black image."""
+    """After the pipeline: an inpainted image gets the input's pixels back outside the mask,
+    a cropping preset (hd) is cropped to its size, a black image is refused."""
     import numpy as np
 
+    image = conditioning.composite(image, s)
     w, h = s.render_size
     if (w, h) != (s.width, s.height):
         left, top = (w - s.width) // 2, (h - s.height) // 2

@@ -12,6 +12,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import FluxnbError, RuntimeFailure
 from .hub import display_name, resolve_model
@@ -40,9 +41,11 @@ class Loaded:
     notes: list = field(default_factory=list)
     embeds: dict = field(default_factory=dict)  # (clip_prompt, t5_prompt, max_sequence_length) -> tensors
     compiled_sizes: set = field(default_factory=set)  # (w, h): blocks compiled; ("vae", w, h): the VAE decoder
+    pipes: dict = field(default_factory=dict)  # img2img / inpaint pipelines made of `pipe`'s components, by class
 
 
 _CURRENT: Loaded | None = None
+PIPELINE_CLASSES = ("FluxPipeline", "FluxKontextPipeline", "FluxFillPipeline")  # by model_index.json's _class_name
 
 
 def pick_device(device: str = "auto") -> str:
@@ -160,7 +163,6 @@ def load(key: LoadSettings) -> Loaded:
     device = pick_device(key.device)
     check_options(key.precision, device, key.attention_backend, key.compile_mode)
     path = resolve_model(key.model)
-    from diffusers import FluxPipeline
 
     from .testmodel import is_test_model
 
@@ -175,7 +177,7 @@ def load(key: LoadSettings) -> Loaded:
     log.info("loading %s (%s, %s, offload %s)", normalize_model(key.model), device, str(dtype).replace("torch.", ""),
              offload)
     try:
-        pipe = FluxPipeline.from_pretrained(path, **dtype_kwarg(dtype))
+        pipe = pipeline_class(path).from_pretrained(path, **dtype_kwarg(dtype))
     except (OSError, ValueError) as e:
         raise FluxnbError(f"model {key.model!r}: could not load the pipeline from {path}: {e}", field="model",
                           value=key.model, fix="rebuild or re-download the model folder") from None
@@ -195,6 +197,20 @@ def load(key: LoadSettings) -> Loaded:
     return Loaded(pipe=pipe, key=key, model=normalize_model(key.model), model_name=display_name(normalize_model(key.model)),
                   path=path, device=device, dtype=str(dtype).replace("torch.", ""), offload=offload,
                   precision=precision, test_model=test_model, load_s=load_s, notes=notes)
+
+
+def pipeline_class(path: str):
+    """The diffusers class a model folder's model_index.json names, among FLUX's text-to-image,
+    Kontext (editing) and Fill (inpainting) pipelines; FluxPipeline for any other."""
+    import json
+
+    import diffusers
+
+    try:
+        name = json.loads((Path(path) / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return getattr(diffusers, name if name in PIPELINE_CLASSES else "FluxPipeline")
 
 
 def configure(pipe, offload: str, precision: str, compile: bool, device: str, *, fuse_qkv: bool = False,

@@ -21,6 +21,11 @@ from ..files import commit
 
 log = logging.getLogger(__name__)
 SCALES = ("tiny", "small", "full")
+# Pipeline variants: text-to-image (FluxPipeline), Kontext editing and Fill inpainting. Kontext
+# has FLUX.1-dev's transformer; Fill's takes 384 channels in: the 64 of the packed latents, 64 of
+# the packed masked-image latents and 256 of the packed 8x8 mask (black-forest-labs/FLUX.1-Fill-dev).
+VARIANTS = {"": "FluxPipeline", "kontext": "FluxKontextPipeline", "fill": "FluxFillPipeline"}
+VARIANT_TRANSFORMER = {"fill": dict(in_channels=384, out_channels=64)}
 
 CONFIGS = {
     "tiny": {
@@ -53,8 +58,9 @@ CONFIGS = {
 }
 
 
-def build_components(scale: str = "tiny", *, device: str = "cpu", dtype=None) -> dict:
-    """The pipeline components of a random-weight FLUX at `scale`, made directly on `device`."""
+def build_components(scale: str = "tiny", *, device: str = "cpu", dtype=None, variant: str = "") -> dict:
+    """The pipeline components of a random-weight FLUX at `scale` (and `variant`: "", kontext or
+    fill), made directly on `device`."""
     import torch
 
     from .runtime import quiet_libraries
@@ -67,6 +73,9 @@ def build_components(scale: str = "tiny", *, device: str = "cpu", dtype=None) ->
 
     if scale not in CONFIGS:
         raise FluxnbError(f"scale {scale!r}: unknown", field="scale", value=scale, fix=f"use one of {', '.join(SCALES)}")
+    if variant not in VARIANTS:
+        raise FluxnbError(f"variant {variant!r}: unknown", field="variant", value=variant,
+                          fix=f"use one of {', '.join(v for v in VARIANTS if v)} (or none: text to image)")
     cfg = CONFIGS[scale]
     dtype = dtype or torch.float32
     vocab, merges = tokens.clip_vocab()
@@ -76,7 +85,7 @@ def build_components(scale: str = "tiny", *, device: str = "cpu", dtype=None) ->
     try:
         with torch.device(device):
             torch.manual_seed(0)
-            transformer = FluxTransformer2DModel(**cfg["transformer"])
+            transformer = FluxTransformer2DModel(**{**cfg["transformer"], **VARIANT_TRANSFORMER.get(variant, {})})
             torch.manual_seed(1)
             vae = AutoencoderKL(
                 in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
@@ -104,17 +113,19 @@ def build_components(scale: str = "tiny", *, device: str = "cpu", dtype=None) ->
                 text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer)
 
 
-def build_pipeline(scale: str = "tiny", *, device: str = "cpu", dtype=None):
-    """A FluxPipeline with random weights, in memory."""
-    from diffusers import FluxPipeline
+def build_pipeline(scale: str = "tiny", *, device: str = "cpu", dtype=None, variant: str = ""):
+    """A FluxPipeline (FluxKontextPipeline, FluxFillPipeline for those variants) with random weights, in memory."""
+    import diffusers
 
-    return FluxPipeline(**build_components(scale, device=device, dtype=dtype))
+    components = build_components(scale, device=device, dtype=dtype, variant=variant)
+    return getattr(diffusers, VARIANTS[variant])(**components)
 
 
 def build(directory: str | os.PathLike, scale: str = "tiny", *, device: str = "cpu", dtype=None,
-          overwrite: bool = False) -> Path:
-    """Write a random-weight FLUX pipeline with `save_pretrained`, atomically: the folder
-    appears complete or not at all. `FluxPipeline.from_pretrained(directory)` loads it."""
+          overwrite: bool = False, variant: str = "") -> Path:
+    """Write a random-weight FLUX pipeline (of a `variant`: "", kontext or fill) with
+    `save_pretrained`, atomically: the folder appears complete or not at all.
+    `FluxPipeline.from_pretrained(directory)` (FluxKontextPipeline, FluxFillPipeline) loads it."""
     target = Path(directory)
     if target.exists() and any(target.iterdir()):
         if (target / "model_index.json").is_file() and not overwrite:
@@ -131,10 +142,10 @@ def build(directory: str | os.PathLike, scale: str = "tiny", *, device: str = "c
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        pipe = build_pipeline(scale, device=device, dtype=dtype)
+        pipe = build_pipeline(scale, device=device, dtype=dtype, variant=variant)
         pipe.save_pretrained(tmp)
         (tmp / "fluxnb_test_model.txt").write_text(
-            f"random-weight FLUX-architecture pipeline, scale {scale}, built by fluxnb (build {TINY_BUILD}).\n"
+            f"random-weight FLUX-architecture {VARIANTS[variant]}, scale {scale}, built by fluxnb (build {TINY_BUILD}).\n"
             "Its images are noise: it exists to test and benchmark the code, not to make pictures.\n")
         if target.exists():
             shutil.rmtree(target)
@@ -145,9 +156,12 @@ def build(directory: str | os.PathLike, scale: str = "tiny", *, device: str = "c
     return target
 
 
-def ensure_tiny() -> Path:
-    """The tiny model's folder, built on first use (once, even with several processes)."""
+def ensure_tiny(variant: str = "") -> Path:
+    """The tiny model's folder (of a `variant`: "", kontext or fill), built on first use (once,
+    even with several processes)."""
     target = tiny_model_dir()
+    if variant:
+        target = target.with_name(target.name.replace("tiny", f"tiny-{variant}", 1))
     if (target / "model_index.json").is_file():
         return target
     from filelock import FileLock
@@ -156,7 +170,7 @@ def ensure_tiny() -> Path:
     with FileLock(str(target) + ".lock"):
         if not (target / "model_index.json").is_file():
             log.info("building the tiny random-weight test model in %s (once)", target)
-            build(target, "tiny", overwrite=True)
+            build(target, "tiny", overwrite=True, variant=variant)
     return target
 
 

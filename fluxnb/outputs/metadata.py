@@ -72,6 +72,10 @@ def infotext(meta: dict) -> str:
         fields["Original prompt"] = meta.get("prompt", "")
     if meta.get("clip_dropped"):
         fields["CLIP prompt"] = meta.get("clip_prompt", "")
+    if meta.get("strength") is not None:  # img2img and inpaint (A1111's names)
+        fields["Denoising strength"] = meta["strength"]
+    if meta.get("task") == "inpaint" and (meta.get("settings") or {}).get("mask_blur"):
+        fields["Mask blur"] = meta["settings"]["mask_blur"]
     fields["Version"] = f"fluxnb {meta.get('fluxnb_version', '')}".strip()
     body = ", ".join(f"{k}: {_quote(v)}" for k, v in fields.items() if v is not None and v != "")
     return f"{meta.get('t5_prompt') or meta.get('prompt', '')}\n{body}"
@@ -266,8 +270,9 @@ def read_settings(path: str | os.PathLike, *, model: str | None = None):
 
     fluxnb images: every setting from the embedded JSON, with the prompt that was actually
     rendered (an enhanced prompt is taken as it was, with enhance none, so the pixels come
-    back without calling the enhancer again). Other A1111/Forge images: prompt, steps,
-    seed, size, guidance and model from the `parameters` text.
+    back without calling the enhancer again), and its inputs (init image, mask) at their
+    recorded paths or, by hash, in the output folder's inputs/ (`inputs.locate`). Other
+    A1111/Forge images: prompt, steps, seed, size, guidance and model from the `parameters` text.
 
     The model comes from the user: the image's own is used only when it is the configured
     model or a known FLUX model (`config.values.known_models`); `model` (`--model`) names
@@ -317,6 +322,7 @@ _SHORT = 512   # characters of a setting other than the prompt that fluxnb ever 
 
 def _settings_from_json(path, meta: dict) -> dict:
     from ..config.settings import FIELDS
+    from .inputs import locate
 
     values = {k: v for k, v in meta["settings"].items() if k in FIELDS and k not in ("output_dir", "width", "height")}
     t5 = meta.get("t5_prompt")
@@ -324,6 +330,11 @@ def _settings_from_json(path, meta: dict) -> dict:
     values["enhance"] = "none"
     values["seed"] = meta.get("seed", values.get("seed"))
     values["count"] = 1
+    folders = [Path(path).resolve().parent, Path(str(meta["settings"].get("output_dir") or "."))]
+    inputs = meta.get("inputs") if isinstance(meta.get("inputs"), dict) else {}
+    for key, recorded in inputs.items():
+        if key in ("init_image", "mask") and isinstance(recorded, dict):
+            values[key] = locate(key, recorded, folders)
     for key, v in values.items():
         ok = (v is None or isinstance(v, (bool, float)) or (isinstance(v, int) and abs(v) < 2**64)
               or (isinstance(v, str) and (key == "prompt" or len(v) <= _SHORT)))

@@ -18,6 +18,7 @@ import logging
 from ...config.settings import draw_seed, require_prompt, resolve
 from ...errors import FluxnbError, raise_if_strict
 from ...prompt.tokens import CLIP_LIMIT
+from .image_input import ImageInput
 from .widgets import (ERROR_BORDER, TOGGLE, bounds, count_tokens, error_html, esc, label, note, options, png,
                       preset_value, preset_widgets, row, set_preset, token_html, w)
 
@@ -72,6 +73,7 @@ class Generator:
         self.image.add_class("fluxnb-image")
         self.info = W.HTML()
         self.strip = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.image_input = ImageInput(s)  # init image, strength, mask (front/ui/image_input.py)
         self._wire()
         self.update_tokens()
         self.widget = W.VBox([
@@ -79,9 +81,9 @@ class Generator:
             row(self.steps, self.steps_custom), row(self.guidance, self.guidance_custom),
             row(self.size, self.size_custom),
             row(label("seed"), self.seed_mode, self.seed, self.reuse_button, self.count),
-            row(label("format"), self.image_format, self.jpeg_quality),
+            row(label("format"), self.image_format, self.jpeg_quality), self.image_input.widget,
             row(self.generate_button, self.progress, self.status), self.message,
-            row(self.image, self.info, top=True),
+            row(self.image_input.shown, self.image, self.info, top=True),
             W.HTML("<b>This session</b> (click ↺ to restore an image's settings)"),
             self.strip])
         self.widget.add_class("fluxnb-generator")
@@ -107,7 +109,8 @@ class Generator:
                 "steps": preset_value(self.steps, self.steps_custom),
                 "guidance": preset_value(self.guidance, self.guidance_custom),
                 "size": preset_value(self.size, self.size_custom), "seed": seed, "count": self.count.value,
-                "image_format": self.image_format.value, "jpeg_quality": self.jpeg_quality.value}
+                "image_format": self.image_format.value, "jpeg_quality": self.jpeg_quality.value,
+                **self.image_input.value()}
 
     def settings(self):
         """The validated Settings the form describes (raises FluxnbError, naming the field)."""
@@ -265,7 +268,9 @@ class Generator:
         button = W.Button(description=f"↺ {item.seed}", tooltip="restore this image's settings",
                           layout=W.Layout(width="96px"))
         button.on_click(lambda _b, item=item: self.restore(item))
-        box = W.VBox([thumb, button])
+        use = W.Button(description="→ input", tooltip="use this result as the init image", layout=W.Layout(width="96px"))
+        use.on_click(lambda _b, item=item: self.image_input.use(item.path))
+        box = W.VBox([thumb, button, use])
         box.item = item
         return box
 
@@ -280,6 +285,7 @@ class Generator:
         self.seed_mode.value, self.seed.value = "lock", str(item.seed)
         self.count.value = 1
         self.image_format.value, self.jpeg_quality.value = s.image_format, s.jpeg_quality
+        self.image_input.set(s)
         self.message.value = ""
         self._mark(None)
         self.show(item)
@@ -296,6 +302,8 @@ def settings_html(rec: dict) -> str:
     rows += [("tokens", f"CLIP {clip} · T5 {rec.get('t5_tokens')}"), ("seed", rec.get("seed")),
              ("steps", rec.get("steps")), ("guidance", rec.get("guidance")),
              ("size", f"{rec.get('width')}x{rec.get('height')}"),
+             *([("input", f"{rec.get('task')} of {rec['init_image']} (strength {rec.get('strength')})")]
+               if rec.get("init_image") else []),
              ("model", f"{rec.get('model_name') or rec.get('model')} ({rec.get('device')}, {rec.get('dtype')}, "
                        f"offload {rec.get('offload')})"),
              ("time", f"{rec.get('elapsed_s')} s"), ("file", rec.get("path"))]

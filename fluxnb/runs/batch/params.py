@@ -295,9 +295,10 @@ def plan(params: dict | None = None, *, source: str = "params") -> Plan:
     enhances = _enhance_list(p["enhance"], base.enhance)
 
     # 2. The batch's identity: its name, else a hash of what its items share (not the seeds).
-    key = json.dumps({"prompts": prompts, "enhance": enhances, "settings": {
-        k: getattr(base, k) for k in ("steps", "guidance", "size", "model", "image_format", "jpeg_quality")}},
-        sort_keys=True, default=str)
+    shared = ("steps", "guidance", "size", "model", "image_format", "jpeg_quality")
+    shared += ("init_image", "mask", "strength") if base.init_image else ()  # only when set: older ids stay
+    key = json.dumps({"prompts": prompts, "enhance": enhances, "settings": {k: getattr(base, k) for k in shared}},
+                     sort_keys=True, default=str)
     batch_id = p["batch_name"] or "batch-" + hashlib.sha256(key.encode()).hexdigest()[:8]
     seeds = _seed_list(p["seeds"], p["batch_name"] or batch_id)
 

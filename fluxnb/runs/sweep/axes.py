@@ -13,7 +13,8 @@ from ...errors import FluxnbError
 # Sweepable settings and how their values are read; the default order of the axes
 # (the first two become rows and columns, unless rows=/cols= say otherwise).
 AXES = {"prompt": "prompt", "enhance": "text", "seed": "int", "guidance": "float", "steps": "int", "size": "size",
-        "max_sequence_length": "int", "enhance_model": "text", "precision": "text", "model": "text"}
+        "max_sequence_length": "int", "enhance_model": "text", "precision": "text", "model": "text",
+        "strength": "float"}
 AXIS_ALIASES = {"seeds": "seed", "prompts": "prompt", "sizes": "size", "models": "model", "enhancer": "enhance",
                 **ALIASES}
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)"
@@ -182,8 +183,8 @@ def _validate(name: str, value, base: Settings):
 
 def _example(name: str) -> str:
     return {"seed": "1,2,3 or 1-5 or random:4", "guidance": "1.5,3.5,5 or 1-5 (+0.5)", "steps": "4,20 or 10-50 [5]",
-            "size": "square,portrait or 512x512,768x768", "prompt": '"a fox|a hare"', "enhance": "none,claude"
-            }.get(name, "a,b")
+            "size": "square,portrait or 512x512,768x768", "prompt": '"a fox|a hare"', "enhance": "none,claude",
+            "strength": "0.3,0.6,0.9 or 0.2-1 (+0.2)"}.get(name, "a,b")
 
 
 def is_list(value) -> bool:

@@ -88,6 +88,9 @@ class Plan:
             out["size"] = f"{s.size} ({s.width}x{s.height})"
         if "model" not in names:
             out["model"] = display_name(s.model)
+        if s.init_image:  # image inputs: the file names (and the strength, when not an axis)
+            out.update({k: Path(getattr(s, k)).name for k in ("init_image", "mask") if getattr(s, k)})
+            out.update({} if "strength" in names else {"strength": s.strength})
         for k, plain in (("enhance", "none"), ("precision", "bf16"), ("max_sequence_length", 512)):
             if k not in names and getattr(s, k) != plain:
                 out[k] = getattr(s, k)
