@@ -71,6 +71,10 @@ MUTANTS = (
     Mutant("T5 cut to 64 tokens", "fluxnb/image/render.py",
            "max_sequence_length=max_sequence_length)",
            "max_sequence_length=min(max_sequence_length, 64))", (FIDELITY,)),
+    # Image conditioning: img2img's and inpainting's denoising strength.
+    Mutant("strength ignored (always 0.6)", "fluxnb/image/conditioning.py",
+           'out = {"image": each(p.image), "strength": s.strength}',
+           'out = {"image": each(p.image), "strength": 0.6}', (FIDELITY,)),
     # What is written.
     Mutant("JPEG quality ignored", "fluxnb/outputs/metadata.py",
            "quality=jpeg_quality,", "quality=95,", (FIDELITY,)),
