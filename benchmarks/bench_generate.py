@@ -4,7 +4,7 @@ start-up figures (`import fluxnb`, `fluxnb tokens`), printed side by side from o
 Both sides load the same random-weight `small` model (fluxnb.testmodel, built once into
 the cache), make the same 256x256, 8-step image with the same seed and save a JPEG. Runs
 are interleaved (fluxnb, diffusers, diffusers, fluxnb, ...) after a warm-up round; the
-median of N is reported. Goals (issue 8): generate <= 1.10x plain diffusers, `import
+median of N is reported. Goals: generate <= 1.10x plain diffusers, `import
 fluxnb` < 0.5 s, `fluxnb tokens` < 1 s.
 
     .venv/bin/python benchmarks/bench_generate.py            # 5 runs each
