@@ -91,6 +91,8 @@ class Plan:
         if s.init_image:  # image inputs: the file names (and the strength, when not an axis)
             out.update({k: Path(getattr(s, k)).name for k in ("init_image", "mask") if getattr(s, k)})
             out.update({} if "strength" in names else {"strength": s.strength})
+        if s.loras and "loras" not in names:
+            out["loras"] = ", ".join(f"{Path(x.rpartition(':')[0]).stem}: {x.rpartition(':')[2]}" for x in s.loras)
         for k, plain in (("enhance", "none"), ("precision", "bf16"), ("max_sequence_length", 512)):
             if k not in names and getattr(s, k) != plain:
                 out[k] = getattr(s, k)
