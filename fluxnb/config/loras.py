@@ -145,6 +145,19 @@ def items(value) -> list:
     raise FluxnbError(f"{FIELD} {value!r}: not a list of LoRA specs", field=FIELD, value=value, fix=FIX)
 
 
+def relative_to(value, folder: Path) -> list:
+    """A params file's `loras` with relative paths of files beside it made absolute."""
+    out = []
+    for it in items(value):
+        path = it.get("path") if isinstance(it, dict) else split_spec(it)[0] if isinstance(it, str) else None
+        if isinstance(path, str) and not Path(path).expanduser().is_absolute() and (folder / path).is_file():
+            new = str(folder / path)
+            weight = None if isinstance(it, dict) else split_spec(it)[1]
+            it = dict(it, path=new) if isinstance(it, dict) else new + (f":{weight}" if weight else "")
+        out.append(it)
+    return out
+
+
 def read_loras(name: str, value) -> tuple:
     """The `loras` setting's reader: a tuple of canonical `SOURCE:WEIGHT` specs, each file
     checked (it exists, its weight is in range), none given twice."""
