@@ -145,7 +145,7 @@ def test_params_file_loras_key(lora_dir, tmp_path):
     tiny_lora(tmp_path / "p" / "mine.safetensors", seed=5)
     (tmp_path / "p" / "params.yaml").write_text("loras:\n  - mine.safetensors:0.25\n  - {path: style, weight: -1}\n")
     s = resolve(load_params(tmp_path / "p" / "params.yaml"))
-    assert s.loras == (f"{tmp_path / 'p' / 'mine.safetensors'}:0.25", f"{lora_dir / 'style.safetensors'}:-1")
+    assert s.loras == [f"{tmp_path / 'p' / 'mine.safetensors'}:0.25", f"{lora_dir / 'style.safetensors'}:-1"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -159,11 +159,11 @@ def relative_to(value, folder: Path) -> list:
 
 
 def read_loras(name: str, value) -> tuple:
-    """The `loras` setting's reader: a tuple of canonical `SOURCE:WEIGHT` specs, each file
+    """The `loras` setting's reader: a list of canonical `SOURCE:WEIGHT` specs, each file
     checked (it exists, its weight is in range), none given twice."""
     out = [one(it, name) for it in items(value)]
     check_unique(out, name)
-    return tuple(x.spec for x in out)
+    return [x.spec for x in out]
 
 
 def check_unique(loras: list, field: str = FIELD) -> None:

@@ -86,7 +86,7 @@ class Settings:
     mask_blur: int = 4
     pad: str = ""
     kontext_resize: str = "preferred"
-    loras: tuple = ()             # LoRA adapters (config/loras.py): canonical "SOURCE:WEIGHT" specs
+    loras: list = field(default_factory=list)  # LoRA adapters (config/loras.py): "SOURCE:WEIGHT" specs
     sources: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
