@@ -240,3 +240,45 @@ def test_cli_sweep_dry_run_plans_the_grid(lora_dir):
     axes = {a["name"]: a for a in d["axes"]}
     assert d["cells"] == 6 and set(axes) == {"seed", "loras"}
     assert axes["loras"]["labels"][1] == "lora style: 0.5, lora detail: 0.3"
+
+
+# ---------------------------------------------------------------------------------------
+# The forms
+# ---------------------------------------------------------------------------------------
+
+def test_generator_form_picks_loras_weights_and_shows_tags(lora_dir, outdir):
+    from fluxnb import ui
+    from fluxnb.front.ui.lora_picker import describe_file
+
+    form = ui.generator(model="tiny", output_dir=str(outdir), steps=2, size="64x64", image_format="png")
+    picker = form.lora_picker
+    style = str((lora_dir / "style.safetensors").resolve())
+    assert [v for _label, v in picker.choose.options] == sorted(str(p.resolve()) for p in lora_dir.glob("*"))
+    assert describe_file(lora_dir / "style.safetensors").endswith(
+        f"MB, {config_loras.short_hash(str(lora_dir / 'style.safetensors'))})")
+    picker.choose.value = (style,)
+    assert len(picker.sliders.children) == 1
+    picker.weights[style].value = 0.7
+    form.prompt.value = "a fox <lora:detail:0.3>"
+    assert "detail 0.3" in picker.tags.value
+    form.seed_mode.value, form.seed.value = "lock", "3"
+    form.generate_button.click()
+    [item] = form.images
+    assert item.settings.loras == [f"{style}:0.7"]
+    assert np.array_equal(pixels(item.path), make("a fox <lora:detail:0.3>", loras=[f"{style}:0.7"]))
+    picker.choose.value = ()
+    form.restore(item)                                   # an image's LoRAs come back to the picker
+    assert picker.choose.value == (style,) and picker.weights[style].value == 0.7
+    form.prompt.value = "a fox <lora:nope:1>"
+    assert "nope" in picker.tags.value and "fluxnb-error" in picker.tags.value
+
+
+def test_sweep_form_sweeps_a_lora_weight(lora_dir, outdir):
+    from fluxnb import ui
+
+    form = ui.sweep_form(model="tiny", output_dir=str(outdir), rows=("seed", "1, 2"),
+                         cols=("loras", "style.safetensors:0,1"), size="64x64", steps=2)
+    form.prompt.value = "a fox"
+    r = form.run()
+    assert r is not None, form.message.value
+    assert r.plan.cols.labels == ["lora style: 0", "lora style: 1"] and len(r.images) == 4
