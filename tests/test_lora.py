@@ -148,6 +148,24 @@ def test_params_file_loras_key(lora_dir, tmp_path):
     assert s.loras == [f"{tmp_path / 'p' / 'mine.safetensors'}:0.25", f"{lora_dir / 'style.safetensors'}:-1"]
 
 
+def test_img2img_takes_the_adapters_too(lora_dir, tmp_path):
+    src = tmp_path / "in.png"
+    Image.fromarray((np.random.RandomState(0).rand(64, 64, 3) * 255).astype("uint8")).save(src)
+    plain = make(init_image=str(src), strength=0.8)
+    assert np.array_equal(make(init_image=str(src), strength=0.8, loras=["style:0"]), plain)
+    assert not np.array_equal(make(init_image=str(src), strength=0.8, loras=["style:1"]), plain)
+
+
+def test_hashes_are_computed_once_and_kept(lora_dir, monkeypatch):
+    path = str(lora_dir / "style.safetensors")
+    first = config_loras.hashes(path)
+    assert first[0] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    monkeypatch.setattr(config_loras, "_HASHES", {})
+    monkeypatch.setattr(config_loras, "_DISK", None)       # a new process: read from the cache file
+    monkeypatch.setattr(config_loras.hashlib, "sha256", lambda *a: pytest.fail("hashed again"))
+    assert config_loras.hashes(path) == first
+
+
 # ---------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------
@@ -189,6 +207,19 @@ def test_files_that_are_not_flux_loras_are_refused_and_leave_the_pipeline_as_it_
     assert not list(outdir.glob("*.png"))                                  # no image
     assert runlog.load(outdir)["status"].tolist() == ["error"]             # one failure record
     assert np.array_equal(make(loras=["style:0.6"]), before)               # the pipeline as it was
+    assert np.array_equal(make(), base)
+
+
+def test_a_lora_that_trains_the_text_encoder_is_refused(lora_dir, base, outdir):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(lora_dir / "style.safetensors"))
+    sd["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"] = torch.ones(4, 32)
+    sd["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight"] = torch.ones(32, 4)
+    save_file(sd, str(lora_dir / "te.safetensors"))
+    with pytest.raises(FluxnbError, match="also trains the text encoder"):
+        fluxnb.generate("a fox", loras=["te:1"], seeds=[3], out=outdir, **FAST)
     assert np.array_equal(make(), base)
 
 

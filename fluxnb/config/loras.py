@@ -225,13 +225,54 @@ def summary(loras: list[Lora]) -> str:
 # ---------------------------------------------------------------------------------------
 
 _HASHES: dict = {}
+_DISK: dict | None = None   # the hash cache file's entries, read once
+
+
+def _cache_file() -> Path:
+    from .environment import cache_dir
+
+    return cache_dir() / "lora_hashes.json"
+
+
+def _disk() -> dict:
+    global _DISK
+    if _DISK is None:
+        import json
+
+        try:
+            _DISK = json.loads(_cache_file().read_text(encoding="utf-8"))
+            _DISK = _DISK if isinstance(_DISK, dict) else {}
+        except (OSError, ValueError):
+            _DISK = {}
+    return _DISK
+
+
+def _remember(key: tuple, value: tuple) -> None:
+    """Keep a file's hashes in the cache file (at most 512 files; a failed write costs a rehash later)."""
+    import json
+
+    from ..files import write_atomic
+
+    disk = _disk()
+    disk["|".join(map(str, key))] = list(value)
+    while len(disk) > 512:
+        disk.pop(next(iter(disk)))
+    try:
+        _cache_file().parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(_cache_file(), json.dumps(disk))
+    except OSError:
+        pass
 
 
 def hashes(path: str) -> tuple[str, str]:
     """(sha256 of the whole file, A1111's addnet sha256 of the bytes after the safetensors
-    header), read in one pass once per file version (path, size, mtime)."""
+    header), read in one pass once per file version (path, size, mtime), and kept in fluxnb's
+    cache folder (`lora_hashes.json`) for the next process."""
     st = os.stat(path)
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    kept = _disk().get("|".join(map(str, key)))
+    if key not in _HASHES and isinstance(kept, list) and len(kept) == 2:
+        _HASHES[key] = tuple(kept)
     if key not in _HASHES:
         full, after = hashlib.sha256(), hashlib.sha256()
         with open(path, "rb") as f:
@@ -248,6 +289,7 @@ def hashes(path: str) -> tuple[str, str]:
                 full.update(chunk)
                 after.update(chunk)
         _HASHES[key] = (full.hexdigest(), after.hexdigest())
+        _remember(key, _HASHES[key])
     return _HASHES[key]
 
 

@@ -46,10 +46,19 @@ class Adapter:
                 "weight": weight, "sha256": self.sha256, "short_hash": self.short_hash}
 
 
+_HUB_FILES: dict = {}  # hub id -> the local file (once per process: no request per image)
+
+
 def local_path(lora: Lora) -> str:
     """The local file of a LoRA: its path, or a hub file downloaded (or found) in the cache."""
     if not lora.hub:
         return lora.source
+    if lora.source not in _HUB_FILES:
+        _HUB_FILES[lora.source] = _download(lora)
+    return _HUB_FILES[lora.source]
+
+
+def _download(lora: Lora) -> str:
     from huggingface_hub import hf_hub_download, list_repo_files
 
     from .hub import find_token, hub_error
