@@ -195,11 +195,11 @@ def prompt_tags(prompt: str) -> list[Lora]:
 
 def strip_tags(prompt: str) -> str:
     """The prompt without its `<lora:...>` tags (what both encoders see)."""
-    if "<" not in (prompt or ""):
+    if not prompt or "<" not in prompt or not TAG.search(prompt):
         return prompt
-    text = TAG.sub(" ", prompt)
-    text = re.sub(r"[ \t]{2,}", " ", text)
-    return re.sub(r"\s+([,.;])", r"\1", text).strip().strip(",").strip()
+    text = re.sub(r"[ \t]*\0[ \t]*", " ", TAG.sub("\0", prompt))  # a tag and the spaces around it: one space
+    text = re.sub(r",[ \t]*(?=,)", "", re.sub(r"[ \t]+([,.;])", r"\1", text))  # no space before, no empty item
+    return text.strip().strip(",").strip()
 
 
 def parse(spec: str) -> Lora:
