@@ -82,14 +82,19 @@ def test_two_adapters_combine_and_turning_them_off_restores_the_base(lora_dir, b
 
 
 def test_unloading_restores_the_base_model(lora_dir, base):
-    from fluxnb.model import loras
     from fluxnb.model.pipeline import current
 
     make(loras=["style:1", "civitai:1"])
     loaded = current()
     pipe = loaded.pipe
-    loras.unload(loaded)
+    fluxnb.unload_loras()
     assert not any("lora" in name for name, _ in pipe.transformer.named_modules())
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    fresh = FluxTransformer2DModel.from_pretrained(loaded.path, subfolder="transformer", dtype=torch.float32)
+    got, want = pipe.transformer.state_dict(), fresh.state_dict()
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)  # the base weights, exactly
     assert np.array_equal(make(), base)
     assert current() is loaded                                        # never a reload of the base model
 
@@ -261,6 +266,8 @@ def test_weight_sweep_cells_equal_single_generates(lora_dir, outdir):
     assert sorted(set(df["loras"])) == ["style:0", "style:0.5", "style:1"]
     g = fluxnb.grid(outdir, rows="seed", cols="loras")
     assert len(g.col_values) == 3
+    g = fluxnb.grid(outdir, rows="lora:style", cols="seed")          # a LoRA's weight as an axis
+    assert list(g.row_values) == [0.0, 0.5, 1.0] and g.images[2] == str(r.cells[1].path)
 
 
 def test_cli_sweep_dry_run_plans_the_grid(lora_dir):
@@ -270,7 +277,9 @@ def test_cli_sweep_dry_run_plans_the_grid(lora_dir):
     d = json.loads(r.stdout)
     axes = {a["name"]: a for a in d["axes"]}
     assert d["cells"] == 6 and set(axes) == {"seed", "loras"}
-    assert axes["loras"]["labels"][1] == "lora style: 0.5, lora detail: 0.3"
+    assert axes["loras"]["labels"][1] == "lora style: 0.5"
+    assert [config_loras.parse(x).name for x in axes["loras"]["values"][1]] == ["style", "detail"]
+    assert d["fixed"]["loras"] == "detail: 0.3"
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,3 +322,36 @@ def test_sweep_form_sweeps_a_lora_weight(lora_dir, outdir):
     r = form.run()
     assert r is not None, form.message.value
     assert r.plan.cols.labels == ["lora style: 0", "lora style: 1"] and len(r.images) == 4
+
+
+def test_batch_loras_key(lora_dir, tmp_path):
+    from fluxnb import batch
+
+    common = {"model": "tiny", "prompts": ["a fox", "a hare <lora:detail:0.5>"], "seeds": [1], "steps": 2,
+              "size": "64x64", "image_format": "png", "output_dir": str(tmp_path / "b")}
+    p = batch.plan({**common, "loras": ["style:0.8"]})
+    assert p.batch_id != batch.plan(common).batch_id
+    batch.execute(p)
+    df = runlog.load(tmp_path / "b")
+    assert sorted(df["loras"]) == ["style:0.8", "style:0.8, detail:0.5"]
+    fox = df[df["prompt"] == "a fox"].iloc[0]
+    assert np.array_equal(pixels(fox["path"]), make(seed=1, loras=["style:0.8"]))
+
+
+def test_a_hub_lora_is_downloaded_once_and_recorded_by_its_id(lora_dir, tmp_path):
+    from fakehub import GOOD, REPO, FakeHub
+
+    style = (lora_dir / "style.safetensors").read_bytes()
+    with FakeHub({"loras/style.safetensors": style}) as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": GOOD,
+               "HF_HUB_DISABLE_XET": "1"}
+        r = run_cli("generate", "a fox", "--model", "tiny", "--lora", f"{REPO}/loras/style.safetensors:0.5",
+                    "--seed", "3", "--size", "64x64", "--steps", "2", "--format", "png", "--out", tmp_path / "o",
+                    env=env)
+        gets = [p for m, p in hub.requests if m == "GET" and p.endswith("style.safetensors")]
+    assert r.returncode == 0, r.stderr
+    assert len(gets) == 1                                                   # downloaded once for the image
+    path = r.stdout.strip().splitlines()[-1]
+    [entry] = fluxnb.read_metadata(path)["fluxnb"]["loras"]
+    assert entry["path"] == f"{REPO}/loras/style.safetensors" and entry["sha256"] == hashlib.sha256(style).hexdigest()
+    assert np.array_equal(pixels(path), make(loras=["style:0.5"]))

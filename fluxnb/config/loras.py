@@ -316,7 +316,13 @@ def from_record(image: str, entries: list, folders=()) -> list[str]:
         if not isinstance(e, dict) or not isinstance(e.get("path"), str):
             continue
         name, want, path = str(e.get("name", "")), str(e.get("sha256", "")), e["path"]
-        if os.path.isabs(path) or "/" not in path or path.endswith(".safetensors"):  # a file, not a hub id
+        hub = not os.path.isabs(path) and bool(_HUB.fullmatch(path)) and not Path(path).is_file()
+        kept = e.get("file") if isinstance(e.get("file"), str) else ""
+        if hub and want and kept and os.path.isfile(kept) and hashes(kept)[0] != want:
+            raise FluxnbError(f"image {image!r}: LoRA {name!r} ({path}): the hub's file {kept!r} has sha256 "
+                              f"{hashes(kept)[0][:12]}…, not sha256 {want[:12]}…", field=FIELD, value=path,
+                              fix="the repository's file changed: download the version the image was made with")
+        if not hub:  # a file: at its path, or of its name in the LoRA folder
             tried = [Path(path), *(Path(d) / Path(path).name for d in (lora_dir(), *folders))]
             found = next((p for p in tried if p.is_file() and (not want or hashes(str(p))[0] == want)), None)
             if found is None:

@@ -68,9 +68,12 @@ def item_id(settings: Settings, seed: int) -> str:
     key["seed"] = int(seed)
     if settings.init_image:
         key["inputs"] = conditioning.identity(settings)
-    found = adapters(settings) if settings.loras or "<lora:" in settings.prompt.lower() else []
-    if found:  # by content: the same file elsewhere is the same image
-        key["loras"] = [[a["name"], a["sha256"], a["weight"]] for a in found]
+    if settings.loras or "<lora:" in settings.prompt.lower():  # by content (a copy elsewhere: the same id)
+        try:
+            found = [[a["name"], a["sha256"], a["weight"]] for a in adapters(settings)]
+        except (OSError, FluxnbError):  # a file gone since the settings were checked: by the specs
+            found = [*settings.loras, *(m.group(0) for m in loras.TAG.finditer(settings.prompt))]
+        key.update({"loras": found} if found else {})
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

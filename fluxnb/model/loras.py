@@ -209,8 +209,13 @@ def evict(loaded, keep: set) -> None:
         known.pop(name)
 
 
-def unload(loaded) -> None:
-    """Remove every adapter: the transformer's modules back exactly as before any LoRA."""
+def unload(loaded=None) -> None:
+    """Remove every adapter (of `loaded`, else the pipeline in memory): the transformer's
+    modules back exactly as before any LoRA; the base model stays loaded. `fluxnb.unload_loras()`."""
+    if loaded is None:
+        from .pipeline import current
+
+        loaded = current()
     if loaded is not None and loaded.loras.get("adapters"):
         loaded.pipe.unload_lora_weights()
         loaded.loras.clear()

@@ -201,7 +201,8 @@ def is_list(value) -> bool:
 def lora_axis(value) -> tuple[list, list]:
     """The `loras` axis: (values, labels). Each LoRA spec may list weights (`style:0,0.5,1`, or
     a range `style:0-1 [5]`); the values are every combination, each a `loras` setting (a
-    tuple of canonical specs), labelled with the adapters' names and weights."""
+    tuple of canonical specs), labelled with the names and weights of the adapters that vary
+    (the others are in the grid's title)."""
     from ...config.loras import check_unique, items, one, split_spec
 
     choices = []
@@ -218,8 +219,10 @@ def lora_axis(value) -> tuple[list, list]:
             raise _bad("loras", it, "a weight appears twice", fix="give each weight once")
         choices.append(opts)
     values, labels = [], []
+    varies = [len(c) > 1 for c in choices]
     for combo in itertools.product(*choices):
         check_unique(list(combo))
         values.append(tuple(x.spec for x in combo))
-        labels.append(", ".join(f"lora {x.name}: {x.weight:g}" for x in combo) or "no LoRA")
+        shown = [x for x, v in zip(combo, varies) if v] or list(combo)  # the adapters whose weight varies
+        labels.append(", ".join(f"lora {x.name}: {x.weight:g}" for x in shown) or "no LoRA")
     return values or [()], labels or ["no LoRA"]
