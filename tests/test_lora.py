@@ -215,6 +215,20 @@ def test_files_that_are_not_flux_loras_are_refused_and_leave_the_pipeline_as_it_
     assert np.array_equal(make(), base)
 
 
+def test_a_failed_load_takes_back_the_adapters_loaded_with_it(lora_dir, base, outdir):
+    from fluxnb.model.pipeline import current
+
+    active = make(loras=["detail:0.4"])
+    fresh = tiny_lora(lora_dir / "fresh.safetensors", seed=21)
+    (lora_dir / "bad.safetensors").write_text("not a LoRA")
+    with pytest.raises(FluxnbError, match="not a FLUX LoRA"):
+        fluxnb.generate("a fox", loras=[f"{fresh}:1", "bad:1"], seeds=[3], out=outdir, **FAST)
+    peft = current().pipe.transformer.peft_config
+    assert not any(name.startswith("fresh_") for name in peft)             # taken back
+    assert np.array_equal(make(loras=["detail:0.4"]), active)
+    assert np.array_equal(make(), base)
+
+
 def test_a_lora_that_trains_the_text_encoder_is_refused(lora_dir, base, outdir):
     import torch
     from safetensors.torch import load_file, save_file

@@ -113,17 +113,26 @@ def apply(loaded, loras: list) -> list[dict]:
     returns what the image's metadata records of each. No LoRAs: every adapter off."""
     pipe, state = loaded.pipe, loaded.loras
     if not loras:
-        if state.get("active"):
+        if state.get("adapters") and state.get("active") != []:
             pipe.disable_lora()
             state["active"] = []
         return []
     check_pipeline(loaded, loras)
     adapters = [describe(x) for x in loras]
     known = state.setdefault("adapters", {})
-    for a in adapters:
-        if a.adapter not in known:
-            load(loaded, a)
-        known[a.adapter] = known.pop(a.adapter)  # most recently used last
+    before, new = state.get("active"), []
+    try:
+        for a in adapters:
+            if a.adapter not in known:
+                load(loaded, a)
+                new.append(a.adapter)
+            known[a.adapter] = known.pop(a.adapter)  # most recently used last
+    except FluxnbError:  # the adapters loaded for this job go again; the active ones are as they were
+        for name in new:
+            _drop(pipe, name)
+            known.pop(name, None)
+        _restore(loaded, before)
+        raise
     names, weights = [a.adapter for a in adapters], [x.weight for x in loras]
     if state.get("active") != list(zip(names, weights)):
         pipe.enable_lora()
@@ -154,7 +163,6 @@ def load(loaded, a: Adapter) -> None:
                           value=a.path, fix="give a LoRA trained for FLUX.1")
     del sd
     # 2. Load it as a named adapter; it must reach the transformer's modules.
-    before = dict(loaded.loras.get("adapters", {}))
     try:
         with warnings.catch_warnings():  # peft's "multiple adapters" notice: that is the intent
             warnings.simplefilter("ignore", UserWarning)
@@ -163,7 +171,6 @@ def load(loaded, a: Adapter) -> None:
             raise ValueError("its keys match no module of this FLUX transformer")
     except Exception as e:  # noqa: BLE001 - cleaned up, then one clear error
         _drop(pipe, a.adapter)
-        _restore(loaded, before)
         raise FluxnbError(f"{where}: could not be loaded onto this model: {_short(e)}", field=FIELD, value=a.path,
                           fix="give a LoRA trained for this FLUX model (its layer names must match)") from None
     loaded.loras.setdefault("adapters", {})[a.adapter] = a
@@ -183,22 +190,25 @@ def _reached(pipe, adapter: str) -> bool:
 def _drop(pipe, adapter: str) -> None:
     try:
         if adapter in (getattr(pipe.transformer, "peft_config", None) or {}):
-            pipe.delete_adapters(adapter)
+            with warnings.catch_warnings():  # peft's "was active" notice: the caller sets the active ones
+                warnings.simplefilter("ignore", UserWarning)
+                pipe.delete_adapters(adapter)
     except Exception:  # noqa: BLE001 - nothing more to undo
         log.debug("could not delete adapter %s", adapter, exc_info=True)
 
 
-def _restore(loaded, before: dict) -> None:
-    """The active adapters as they were before a failed load."""
-    pipe, active = loaded.pipe, loaded.loras.get("active")
-    loaded.loras["adapters"] = before
-    if not before:
+def _restore(loaded, active) -> None:
+    """The adapters active as they were before a failed load (`active`: [(name, weight)], [] off)."""
+    pipe = loaded.pipe
+    if not loaded.loras.get("adapters"):
+        loaded.loras["active"] = []
         return
     if active:
         pipe.enable_lora()
         pipe.set_adapters([n for n, _ in active], adapter_weights=[w for _, w in active])
     else:
         pipe.disable_lora()
+    loaded.loras["active"] = list(active or [])
 
 
 def evict(loaded, keep: set) -> None:
