@@ -114,7 +114,9 @@ def test_recorded_as_a1111_and_civitai_read_it_and_reproduced(lora_dir, outdir):
     addnet = hashlib.sha256(blob[8 + int.from_bytes(blob[:8], "little"):]).hexdigest()
     assert data["loras"][0]["sha256"] == full and data["loras"][0]["path"] == str(path)
     assert data["t5_prompt"] == data["clip_prompt"] == "a fox"           # the tag never reaches the encoders
-    params = fluxnb.metadata.parse_infotext(meta["parameters"])["params"]
+    parsed = fluxnb.metadata.parse_infotext(meta["parameters"])
+    assert parsed["prompt"] == "a fox <lora:civitai:0.8> <lora:style:0.5>"  # as A1111 writes its prompt
+    params = parsed["params"]
     assert params["Lora hashes"] == f"civitai: {addnet[:12]}, style: {config_loras.short_hash(str(lora_dir / 'style.safetensors'))}"
     # the run log: names and weights, filterable
     df = runlog.load(outdir)
@@ -369,3 +371,17 @@ def test_a_hub_lora_is_downloaded_once_and_recorded_by_its_id(lora_dir, tmp_path
     [entry] = fluxnb.read_metadata(path)["fluxnb"]["loras"]
     assert entry["path"] == f"{REPO}/loras/style.safetensors" and entry["sha256"] == hashlib.sha256(style).hexdigest()
     assert np.array_equal(pixels(path), make(loras=["style:0.5"]))
+
+
+def test_an_a1111_image_with_lora_tags_is_reproduced_from_the_lora_folder(lora_dir, tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    short = config_loras.short_hash(str(lora_dir / "style.safetensors"))
+    info.add_text("parameters", "a fox <lora:style:0.5>\nSteps: 2, Sampler: Euler, CFG scale: 1, Distilled CFG Scale: "
+                                f'3.5, Seed: 3, Size: 64x64, Model: tiny, Lora hashes: "style: {short}"')
+    Image.new("RGB", (64, 64)).save(tmp_path / "a1111.png", pnginfo=info)
+    s = fluxnb.read_settings(tmp_path / "a1111.png")
+    made = fluxnb.generate(settings=s, save=False, record=False, progress=False)[0]
+    assert np.array_equal(pixels(made.image), make(loras=["style:0.5"]))
+    assert made.record["t5_prompt"] == "a fox" and made.record["loras"] == "style:0.5"

@@ -307,6 +307,15 @@ def lora_fields(entries) -> dict:
                                      f"{e.get('short_hash', '')}" for e in entries if isinstance(e, dict))}
 
 
+def with_tags(prompt: str, entries) -> str:
+    """The infotext's prompt line: the prompt with a `<lora:NAME:WEIGHT>` tag for each adapter,
+    as A1111 writes it (and reads it back from its LoRA folder)."""
+    if not isinstance(entries, list):
+        return prompt
+    tags = "".join(f" <lora:{e.get('name')}:{float(e.get('weight', 1.0)):g}>" for e in entries if isinstance(e, dict))
+    return prompt + tags
+
+
 def from_record(image: str, entries: list, folders=()) -> list[str]:
     """The `loras` setting that reproduces an image from its recorded adapters: each at its
     recorded path (else a file of the same name in the LoRA folder or `folders`), its sha256

@@ -21,7 +21,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from ..config.loras import from_record, lora_fields
+from ..config.loras import from_record, lora_fields, with_tags
 from ..errors import FluxnbError
 from .files import file_name, write_new
 from .jpegcom import MAX_SEGMENT, add_comments, comment_payloads, join_comments
@@ -80,7 +80,7 @@ def infotext(meta: dict) -> str:
     fields.update(lora_fields(meta.get("loras")))  # A1111's `Lora hashes`, which Civitai resolves
     fields["Version"] = f"fluxnb {meta.get('fluxnb_version', '')}".strip()
     body = ", ".join(f"{k}: {_quote(v)}" for k, v in fields.items() if v is not None and v != "")
-    return f"{meta.get('t5_prompt') or meta.get('prompt', '')}\n{body}"
+    return f"{with_tags(meta.get('t5_prompt') or meta.get('prompt', ''), meta.get('loras'))}\n{body}"
 
 
 def params_line(line: str) -> list[tuple[str, str]]:
