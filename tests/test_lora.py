@@ -108,16 +108,17 @@ def test_recorded_as_a1111_and_civitai_read_it_and_reproduced(lora_dir, outdir):
     [img] = fluxnb.generate("a fox <lora:style:0.5>", loras=[f"{path}:0.8"], seeds=[4], out=outdir, **FAST)
     meta = fluxnb.read_metadata(img.path)
     data = meta["fluxnb"]
-    assert [(e["name"], e["weight"]) for e in data["loras"]] == [("civitai", 0.8), ("style", 0.5)]
+    assert [(e["name"], e["weight"]) for e in data["lora_adapters"]] == [("civitai", 0.8), ("style", 0.5)]
     blob = path.read_bytes()
     full = hashlib.sha256(blob).hexdigest()
     addnet = hashlib.sha256(blob[8 + int.from_bytes(blob[:8], "little"):]).hexdigest()
-    assert data["loras"][0]["sha256"] == full and data["loras"][0]["path"] == str(path)
+    assert data["lora_adapters"][0]["sha256"] == full and data["lora_adapters"][0]["path"] == str(path)
+    assert data["loras"] == "civitai:0.8, style:0.5"                       # the run-log record's column
     assert data["t5_prompt"] == data["clip_prompt"] == "a fox"           # the tag never reaches the encoders
     parsed = fluxnb.metadata.parse_infotext(meta["parameters"])
     assert parsed["prompt"] == "a fox <lora:civitai:0.8> <lora:style:0.5>"  # as A1111 writes its prompt
-    params = parsed["params"]
-    assert params["Lora hashes"] == f"civitai: {addnet[:12]}, style: {config_loras.short_hash(str(lora_dir / 'style.safetensors'))}"
+    style_hash = config_loras.short_hash(str(lora_dir / "style.safetensors"))
+    assert parsed["params"]["Lora hashes"] == f"civitai: {addnet[:12]}, style: {style_hash}"
     # the run log: names and weights, filterable
     df = runlog.load(outdir)
     assert df.loc[df["loras"].str.contains("civitai:0.8"), "seed"].tolist() == [4]
@@ -368,7 +369,7 @@ def test_a_hub_lora_is_downloaded_once_and_recorded_by_its_id(lora_dir, tmp_path
     assert r.returncode == 0, r.stderr
     assert len(gets) == 1                                                   # downloaded once for the image
     path = r.stdout.strip().splitlines()[-1]
-    [entry] = fluxnb.read_metadata(path)["fluxnb"]["loras"]
+    [entry] = fluxnb.read_metadata(path)["fluxnb"]["lora_adapters"]
     assert entry["path"] == f"{REPO}/loras/style.safetensors" and entry["sha256"] == hashlib.sha256(style).hexdigest()
     assert np.array_equal(pixels(path), make(loras=["style:0.5"]))
 

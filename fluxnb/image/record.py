@@ -131,10 +131,11 @@ def base_record(s: Settings, seed: int, *, plan=None, enh=None, loaded=None) -> 
 
 def metadata(record: dict, s: Settings, seed: int) -> dict:
     """What an image file carries: its run-log record, the settings that reproduce it, versions,
-    and its inputs (path, size, sha256) when it has any."""
+    its inputs (path, size, sha256) and its LoRAs (`lora_adapters`: name, path, weight,
+    sha256, A1111's short hash) when it has any."""
     inputs = {"inputs": conditioning.describe(s)} if s.init_image else {}
     found = adapters(s)
-    inputs.update({"loras": found} if found else {})
+    inputs.update({"lora_adapters": found} if found else {})
     return dict(record, settings={**s.to_dict(), "seed": seed, "count": 1}, versions=versions(), **inputs)
 
 

@@ -77,10 +77,10 @@ def infotext(meta: dict) -> str:
         fields["Denoising strength"] = meta["strength"]
     if meta.get("task") == "inpaint" and (meta.get("settings") or {}).get("mask_blur"):
         fields["Mask blur"] = meta["settings"]["mask_blur"]
-    fields.update(lora_fields(meta.get("loras")))  # A1111's `Lora hashes`, which Civitai resolves
+    fields.update(lora_fields(meta.get("lora_adapters")))  # A1111's `Lora hashes`, which Civitai resolves
     fields["Version"] = f"fluxnb {meta.get('fluxnb_version', '')}".strip()
     body = ", ".join(f"{k}: {_quote(v)}" for k, v in fields.items() if v is not None and v != "")
-    return f"{with_tags(meta.get('t5_prompt') or meta.get('prompt', ''), meta.get('loras'))}\n{body}"
+    return f"{with_tags(meta.get('t5_prompt') or meta.get('prompt', ''), meta.get('lora_adapters'))}\n{body}"
 
 
 def params_line(line: str) -> list[tuple[str, str]]:
@@ -337,8 +337,8 @@ def _settings_from_json(path, meta: dict) -> dict:
     for key, recorded in inputs.items():
         if key in ("init_image", "mask") and isinstance(recorded, dict):
             values[key] = locate(key, recorded, folders)
-    if "loras" in values or isinstance(meta.get("loras"), list):  # every adapter, tags too (the prompt has none)
-        values["loras"] = from_record(str(path), meta.get("loras") or [], folders)
+    if "loras" in values or isinstance(meta.get("lora_adapters"), list):  # every adapter, the tags too
+        values["loras"] = from_record(str(path), meta.get("lora_adapters") or [], folders)
     for key, v in values.items():
         ok = (v is None or isinstance(v, (bool, float)) or (isinstance(v, int) and abs(v) < 2**64)
               or (key == "loras" and isinstance(v, list) and all(isinstance(x, str) and len(x) <= _SHORT for x in v))
