@@ -25,6 +25,7 @@ _LAZY = {
     "load_params": ("fluxnb.config.params", "load_params"),
     "FluxnbError": ("fluxnb.errors", "FluxnbError"),
     "get_pipeline": ("fluxnb.model.pipeline", "get_pipeline"),
+    "unload_loras": ("fluxnb.model.loras", "unload"),
     "count_tokens": ("fluxnb.prompt.tokens", "count_tokens"),
     "enhance": ("fluxnb.prompt.enhancer", "enhance"),
     "sweep": ("fluxnb.runs.sweep.runner", "sweep"),

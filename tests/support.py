@@ -117,3 +117,50 @@ def secrets_in(path, values) -> list:
             data += [z.read(n) for n in z.namelist()]
     forms = [(v, v.encode(enc)) for v in values for enc in ("utf-8", "utf-16-be", "utf-16-le")]
     return sorted({v for v, b in forms for d in data if b in d})
+
+
+# ---------------------------------------------------------------------------------------
+# Tiny LoRA adapters for the tiny model (tests/test_lora.py, tests/test_fidelity.py)
+# ---------------------------------------------------------------------------------------
+
+TINY_DIM, TINY_RANK = 32, 4   # the tiny transformer's inner dimension (2 heads of 16); the adapters' rank
+
+
+def tiny_lora(path, *, layout="diffusers", seed=0, scale=0.5, metadata=None):
+    """A random LoRA for the tiny model's attention projections, saved at `path` in the
+    diffusers/PEFT layout (`transformer.<module>.lora_A/lora_B.weight`, as ai-toolkit writes)
+    or kohya's (`lora_unet_double_blocks_0_img_attn_qkv.lora_down/lora_up.weight` and `.alpha`,
+    as Civitai files are). B is non-zero, so a weight changes the pixels."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return (torch.randn(*shape, generator=g) * scale).contiguous()
+
+    d, r = TINY_DIM, TINY_RANK
+    sd = {}
+    if layout == "diffusers":
+        for mod in ("transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_k", "transformer_blocks.0.attn.to_v",
+                    "transformer_blocks.0.attn.add_q_proj", "single_transformer_blocks.0.attn.to_q",
+                    "single_transformer_blocks.0.attn.to_v"):
+            sd[f"transformer.{mod}.lora_A.weight"] = rand(r, d)
+            sd[f"transformer.{mod}.lora_B.weight"] = rand(d, r)
+    elif layout == "kohya":
+        for mod, out in (("double_blocks_0_img_attn_qkv", 3 * d), ("double_blocks_0_txt_attn_qkv", 3 * d),
+                         ("double_blocks_0_img_attn_proj", d)):
+            sd[f"lora_unet_{mod}.lora_down.weight"] = rand(r, d)
+            sd[f"lora_unet_{mod}.lora_up.weight"] = rand(out, r)
+            sd[f"lora_unet_{mod}.alpha"] = torch.tensor(float(r))
+    elif layout == "sdxl":  # a LoRA for another architecture: keys of no FLUX module
+        for mod in ("down_blocks_0_attentions_0_proj_in", "mid_block_attentions_0_proj_out"):
+            sd[f"lora_unet_{mod}.lora_down.weight"] = rand(r, d)
+            sd[f"lora_unet_{mod}.lora_up.weight"] = rand(d, r)
+    elif layout == "unet":  # diffusers layout, but for a UNet
+        sd["unet.down_blocks.0.attentions.0.proj_in.lora_A.weight"] = rand(r, d)
+        sd["unet.down_blocks.0.attentions.0.proj_in.lora_B.weight"] = rand(d, r)
+    else:
+        raise ValueError(layout)
+    save_file(sd, str(path), metadata=metadata)
+    return path

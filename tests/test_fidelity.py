@@ -16,9 +16,10 @@ prompt_2 swapped, CLIP given the untrimmed prompt, T5 cut to 64 tokens, JPEG qua
 ignored) makes at least one of these fail; `test_the_cases_differ` shows that each such
 change moves the reference's pixels, so no comparison passes trivially.
 
-Image conditioning (at the end): `fluxnb.generate` and a strength sweep with an init image, a
+Image conditioning (near the end): `fluxnb.generate` and a strength sweep with an init image, a
 mask or a Kontext model against `FluxImg2ImgPipeline`, `FluxInpaintPipeline`,
-`FluxKontextPipeline` and `FluxFillPipeline` called directly.
+`FluxKontextPipeline` and `FluxFillPipeline` called directly. LoRA adapters (last): fluxnb
+with `loras` and a `<lora:...>` tag against `load_lora_weights` + `set_adapters`.
 """
 
 from __future__ import annotations
@@ -421,3 +422,42 @@ def test_strength_sweep_cells_are_diffusers_pixels(conditioned, tiny_model, tmp_
         want = conditioned.image("FluxImg2ImgPipeline", tiny_model, case, image=source,
                                  strength=cell.values["strength"])
         assert_same_pixels(pixels(cell.path), as_array(want), tolerance=2, what=f"sweep cell {cell.values}")
+
+
+# ---------------------------------------------------------------------------------------
+# LoRA adapters: diffusers' load_lora_weights + set_adapters called directly
+# ---------------------------------------------------------------------------------------
+
+def test_loras_make_diffusers_pixels(tiny_model, tmp_path, monkeypatch):
+    """Two adapters (the diffusers/PEFT layout by path, the kohya layout by a prompt tag from
+    the LoRA folder) at weights 0.7 and -0.4, against a FluxPipeline given the same files."""
+    import torch
+    from diffusers import FluxPipeline
+
+    from support import tiny_lora
+
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    style = tiny_lora(folder / "style.safetensors", seed=11)
+    civitai = tiny_lora(folder / "civitai.safetensors", layout="kohya", seed=12)
+    monkeypatch.setenv("FLUXNB_LORA_DIR", str(folder))
+    case = Case(seed=8)
+    pipe = FluxPipeline.from_pretrained(str(tiny_model), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(style), adapter_name="style")
+    pipe.load_lora_weights(str(civitai), adapter_name="civitai")
+    pipe.set_adapters(["style", "civitai"], adapter_weights=[0.7, -0.4])
+    want = as_array(pipe(prompt=case.prompt, prompt_2=case.prompt, guidance_scale=case.guidance,
+                         num_inference_steps=case.steps, width=case.width, height=case.height,
+                         generator=torch.Generator("cpu").manual_seed(case.seed),
+                         max_sequence_length=case.max_sequence_length).images[0])
+    settings = dict(case.settings(), prompt=f"{case.prompt} <lora:civitai:-0.4>")
+    [item] = fluxnb.generate(model="tiny", image_format="png", output_dir=str(tmp_path / "out"), progress=False,
+                             loras=[f"{style}:0.7"], **settings)
+    assert_same_pixels(pixels(item.path), want, what="fluxnb.generate with two LoRAs")
+    pipe.set_adapters(["style", "civitai"], adapter_weights=[0.7, 0.0])
+    other = as_array(pipe(prompt=case.prompt, prompt_2=case.prompt, guidance_scale=case.guidance,
+                          num_inference_steps=case.steps, width=case.width, height=case.height,
+                          generator=torch.Generator("cpu").manual_seed(case.seed),
+                          max_sequence_length=case.max_sequence_length).images[0])
+    assert np.abs(other - want).max() > 0  # the second adapter's weight shows in the pixels

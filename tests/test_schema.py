@@ -37,13 +37,13 @@ FLAGS = {
     "vae_tiling": ["--vae-tiling"], "enhance": ["--enhance", "--enhance-ai"], "enhance_model": ["--enhance-model"],
     "enhance_fallback": ["--enhance-fallback"], "enhance_cache": ["--no-enhance-cache"],
     "init_image": ["--init-image"], "strength": ["--strength"], "mask": ["--mask"], "mask_blur": ["--mask-blur"],
-    "pad": ["--pad"], "kontext_resize": ["--kontext-resize"],
+    "pad": ["--pad"], "kontext_resize": ["--kontext-resize"], "loras": ["--lora", "--loras"],
 }
 PARAMS_KEYS = ["prompts", "seeds", "steps", "size", "guidance", "model", "image_format", "jpeg_quality", "enhance",
                "offload", "output_dir", "precision", "device", "compile", "fuse_qkv", "attention_backend",
                "compile_mode", "compile_vae", "compile_cache", "max_sequence_length", "vae_tiling",
                "enhance_model", "enhance_fallback", "init_image", "strength", "mask", "mask_blur", "pad",
-               "kontext_resize", "batch_name", "force", "backend", "address", "workers",
+               "kontext_resize", "loras", "batch_name", "force", "backend", "address", "workers",
                "gpus_per_worker", "ray_results"]
 
 
@@ -76,7 +76,8 @@ def test_the_table_names_every_setting_with_its_type_and_default():
 
 def test_flags_aliases_and_params_keys_are_the_contract():
     assert {s.name: s.all_flags for s in schema.TABLE if s.all_flags} == FLAGS
-    assert schema.ALIASES == {"format": "image_format", "out": "output_dir", "quality": "steps", "cfg": "guidance"}
+    assert schema.ALIASES == {"format": "image_format", "out": "output_dir", "quality": "steps", "cfg": "guidance",
+                              "lora": "loras"}
     assert list(batch.PARAMS) == PARAMS_KEYS
     p = parser_with()
     for name, flags in FLAGS.items():

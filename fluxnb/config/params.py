@@ -168,5 +168,9 @@ def relative_to(params: dict, folder: Path) -> dict:
         value = out.get(key)
         if isinstance(value, str) and value.strip() and not Path(value.strip()).expanduser().is_absolute():
             out[key] = str(folder / value.strip())
+    if out.get("loras"):  # LoRA files beside the params file (names in the LoRA folder and hub ids stay)
+        from .loras import relative_to as loras_relative
+
+        out["loras"] = loras_relative(out["loras"], folder)
     return out
 

@@ -20,12 +20,13 @@ from typing import Any, Callable
 
 from ..errors import FluxnbError
 from .inputs import input_path, pad_spec, strength_value
+from .loras import read_loras
 from .values import (READERS, backend_name, defaults, folder_text, in_range, model_defaults, model_name, parse_wxh,
                      preset_or, prompt_text, render_size, size_name)
 
 # The --help sections, in order.
-GROUPS = ("quality (steps)", "size", "seed", "guidance", "image input", "output", "model and memory",
-          "prompt enhancement")
+GROUPS = ("quality (steps)", "size", "seed", "guidance", "image input", "LoRA adapters", "output",
+          "model and memory", "prompt enhancement")
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,12 @@ TABLE = (
             "(preferred, the default) or kept at the output's size", ("--kontext-resize",),
             choices=("preferred", "keep"), group="image input", note="{choices}: Kontext models only (default "
             "preferred)"),
+    # LoRA adapters (config/loras.py, model/loras.py): files, names in the LoRA folder, hub ids; weights.
+    Setting("loras", list, "a LoRA: PATH.safetensors, a NAME in the LoRA folder ($FLUXNB_LORA_DIR) or a hub id "
+            "owner/repo/file.safetensors, with :WEIGHT (default 1; -2 to 2); repeat for more",
+            ("--lora", "--loras"), "SPEC[:WEIGHT]", group="LoRA adapters", read=read_loras, aliases=("lora",),
+            param='a list of "PATH[:WEIGHT]" specs or {{path, weight}} maps (paths relative to the params file)',
+            note='LoRA adapters: ["style.safetensors:0.8", ...] or [{{path: ..., weight: ...}}]; None: none'),
 )
 SETTINGS = {s.name: s for s in TABLE}
 CHOICES = {s.name: s.choices for s in TABLE if s.choices}

@@ -21,6 +21,8 @@ from typing import Any
 from ..errors import FluxnbError
 from .environment import config_env_path, on_pod, read_env_file, workspace
 from .inputs import condition
+from .loras import check_unique, prompt_tags
+from .loras import parse as parse_lora
 from .schema import ALIASES, CHOICES, coerce  # noqa: F401 - ALIASES, CHOICES: the table's (schema.TABLE)
 from .values import (DEFAULTS_FILE, defaults, folder_text, model_defaults, normalize_model, parse_size,  # noqa: F401
                      render_size)
@@ -84,6 +86,7 @@ class Settings:
     mask_blur: int = 4
     pad: str = ""
     kontext_resize: str = "preferred"
+    loras: list = field(default_factory=list)  # LoRA adapters (config/loras.py): "SOURCE:WEIGHT" specs
     sources: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -175,6 +178,7 @@ def resolve(params: dict | None = None, *, params_name: str = "params", base: Se
 
     # 3. Coerce and validate.
     values = {name: coerce(name, value, model) for name, value in raw.items()}
+    check_unique([parse_lora(x) for x in values.get("loras", ())] + prompt_tags(values.get("prompt", "")))
     condition(values, sources, coerce("size", model_defaults(model).get("size", defaults()["settings"]["size"])))
     values["width"], values["height"] = parse_size(values["size"])[1:]
     if not values.get("enhance_model"):

@@ -144,7 +144,7 @@ def cmd_sweep(args) -> int:
         else:
             print_text(p.describe())
             for a in p.axes:
-                print_text(f"  {a.name}: {', '.join(map(str, a.values))}")
+                print_text(f"  {a.name}: {'; '.join(a.labels) if a.name == 'loras' else ', '.join(map(str, a.values))}")
             print_text("  fixed: " + ", ".join(f"{k} {v}" for k, v in p.fixed().items()))
         return 0
     result = run(p, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty(),

@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from ..config.loras import strip_tags
 from ..config.settings import Settings, check_output_dir, require_prompt, resolve
 from ..errors import FluxnbError, RuntimeFailure
 from .callbacks import Hooks, ProgressBar, StepTimer
@@ -178,7 +179,7 @@ class _Run:
         s = job.settings
         t0 = time.perf_counter()
         try:
-            enh = enhancer.enhance(s.prompt, backend=s.enhance, model=s.enhance_model, seed=seed,
+            enh = enhancer.enhance(strip_tags(s.prompt), backend=s.enhance, model=s.enhance_model, seed=seed,
                                    use_cache=s.enhance_cache, fallback=s.enhance_fallback)
         except FluxnbError as e:
             e.status = "enhance_failed"

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
+from ..config import loras
 from ..config.settings import FIELDS, Settings, draw_seed, resolve
 from ..errors import FluxnbError
 from . import conditioning
@@ -67,6 +68,12 @@ def item_id(settings: Settings, seed: int) -> str:
     key["seed"] = int(seed)
     if settings.init_image:
         key["inputs"] = conditioning.identity(settings)
+    if settings.loras or "<lora:" in settings.prompt.lower():  # by content (a copy elsewhere: the same id)
+        try:
+            found = [[a["name"], a["sha256"], a["weight"]] for a in adapters(settings)]
+        except (OSError, FluxnbError):  # a file gone since the settings were checked: by the specs
+            found = [*settings.loras, *(m.group(0) for m in loras.TAG.finditer(settings.prompt))]
+        key.update({"loras": found} if found else {})
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -114,6 +121,7 @@ def base_record(s: Settings, seed: int, *, plan=None, enh=None, loaded=None) -> 
         known.update({k: getattr(key, k) for k in LEVERS if hasattr(key, k)})
         known.update(offload=loaded.offload, precision=loaded.precision, device=loaded.device)
     known.update(conditioning.record_fields(s, loaded))  # task, init image, hashes, strength
+    known["loras"] = lora_summary(s)
     rec = {k: known[k] if k in known else getattr(s, k) for k in COLUMNS if k in known or k in FIELDS}
     if enh and enh.fallback_from:
         rec["enhancer_fallback_from"] = enh.fallback_from
@@ -123,9 +131,28 @@ def base_record(s: Settings, seed: int, *, plan=None, enh=None, loaded=None) -> 
 
 def metadata(record: dict, s: Settings, seed: int) -> dict:
     """What an image file carries: its run-log record, the settings that reproduce it, versions,
-    and its inputs (path, size, sha256) when it has any."""
+    its inputs (path, size, sha256) and its LoRAs (`lora_adapters`: name, path, weight,
+    sha256, A1111's short hash) when it has any."""
     inputs = {"inputs": conditioning.describe(s)} if s.init_image else {}
+    found = adapters(s)
+    inputs.update({"lora_adapters": found} if found else {})
     return dict(record, settings={**s.to_dict(), "seed": seed, "count": 1}, versions=versions(), **inputs)
+
+
+def adapters(s: Settings) -> list[dict]:
+    """Every LoRA of `s` (the `loras` setting, then the prompt's tags) as its image records it:
+    name, path, weight, sha256 and A1111's short hash."""
+    from ..model.loras import describe
+
+    return [describe(x).describe(x.weight) for x in loras.effective(s)]
+
+
+def lora_summary(s: Settings) -> str:
+    """The run log's `loras` column: `name:weight, ...`; the names given when a file is gone."""
+    try:
+        return loras.summary(loras.effective(s))
+    except FluxnbError:
+        return ", ".join(s.loras)
 
 
 def failure_record(s: Settings, seed: int, exc: BaseException | str, *, status: str | None = None,

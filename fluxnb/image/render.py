@@ -4,8 +4,9 @@ Two seams take every new per-image input, so one change reaches generate, sweeps
 Ray and the widgets together:
 - `prepare(loaded, s)`: the pipeline that makes images for settings `s`, ready to call
   (VAE tiling; img2img / inpaint get their pipeline here, made once from the loaded one's
-  components and kept on `loaded`: `conditioning.pipeline_for`). LoRA adapters are set here
-  on the loaded pipeline (`set_adapters`).
+  components and kept on `loaded`: `conditioning.pipeline_for`). LoRA adapters (the `loras`
+  setting and the prompt's `<lora:...>` tags) are set here on the loaded pipeline
+  (`model.loras.apply`: each file loaded once, `set_adapters` for the weights).
 - `call_kwargs(jobs, embeds, hooks, output_type, pipe)`: the diffusers `__call__` arguments
   for one image or a batch (the init image, mask and strength: `conditioning.call_inputs`).
 Whatever either one reads from the settings belongs in `render_key`: only jobs that agree
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import logging
 
+from ..config.loras import effective
 from ..config.settings import Settings
 from ..errors import RuntimeFailure
+from ..model import loras
 from . import conditioning
 
 log = logging.getLogger(__name__)
@@ -58,13 +61,17 @@ def configure_tiling(loaded, s: Settings) -> None:
 def render_key(s: Settings) -> tuple:
     """What jobs must share to be made in one pipeline call: everything `prepare` and
     `call_kwargs` read from the settings, except the prompt and the seed."""
-    return (s.size, s.steps, s.guidance, s.max_sequence_length, s.vae_tiling, *conditioning.identity(s).values())
+    key = (s.size, s.steps, s.guidance, s.max_sequence_length, s.vae_tiling, *conditioning.identity(s).values())
+    adapters = tuple(x.spec for x in effective(s))
+    return (*key, ("loras", *adapters)) if adapters else key
 
 
 def prepare(loaded, s: Settings):
     """The pipeline that makes images for settings `s`, made ready for them."""
     configure_tiling(loaded, s)
-    return conditioning.pipeline_for(loaded, s)
+    pipe = conditioning.pipeline_for(loaded, s)
+    loras.apply(loaded, effective(s))  # the adapters and weights of `s` (none: all off)
+    return pipe
 
 
 def call_kwargs(jobs: list, embeds: list, hooks, output_type: str, pipe=None) -> dict:

@@ -42,6 +42,7 @@ class Loaded:
     embeds: dict = field(default_factory=dict)  # (clip_prompt, t5_prompt, max_sequence_length) -> tensors
     compiled_sizes: set = field(default_factory=set)  # (w, h): blocks compiled; ("vae", w, h): the VAE decoder
     pipes: dict = field(default_factory=dict)  # img2img / inpaint pipelines made of `pipe`'s components, by class
+    loras: dict = field(default_factory=dict)  # LoRA adapters loaded and active (model/loras.py)
 
 
 _CURRENT: Loaded | None = None

@@ -61,6 +61,9 @@ def grid(df, rows: str | None = None, cols: str | None = None, where: str | None
         source, df = str(df), runlog.load(df)
     if rows is None and cols is None:
         raise FluxnbError("grid: give rows, cols or both", field="rows", fix="e.g. --rows seed --cols guidance")
+    for n in (rows, cols):
+        if isinstance(n, str) and n.startswith("lora:") and "loras" in df:
+            df = lora_weight(df, n)
     rows, cols = (_column(df, n, which) for n, which in ((rows, "rows"), (cols, "cols")))
     if rows is not None and rows == cols:
         raise FluxnbError(f"cols {cols!r}: the same column as rows", field="cols", value=cols,
@@ -112,6 +115,23 @@ def grid(df, rows: str | None = None, cols: str | None = None, where: str | None
     if out is not None:
         grid_.path = _save(grid_, where, source, out)
     return grid_
+
+
+def lora_weight(df, name: str):
+    """`df` with a column `lora:NAME`: the weight of adapter NAME in each record's `loras`
+    (`style:0.5, detail:1`), None where it was not used; a LoRA's weight as a grid axis."""
+    want = name.split(":", 1)[1]
+
+    def weight(text):
+        for part in str(text or "").split(", "):
+            n, _, w = part.rpartition(":")
+            if n == want:
+                return float(w)
+        return None
+
+    df = df.copy()
+    df[name] = [weight(x) if isinstance(x, str) else None for x in df["loras"]]
+    return df
 
 
 def _find(path: str, source: str | None) -> str:

@@ -21,6 +21,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+from ..config.loras import from_record, lora_fields, with_tags
 from ..errors import FluxnbError
 from .files import file_name, write_new
 from .jpegcom import MAX_SEGMENT, add_comments, comment_payloads, join_comments
@@ -76,9 +77,10 @@ def infotext(meta: dict) -> str:
         fields["Denoising strength"] = meta["strength"]
     if meta.get("task") == "inpaint" and (meta.get("settings") or {}).get("mask_blur"):
         fields["Mask blur"] = meta["settings"]["mask_blur"]
+    fields.update(lora_fields(meta.get("lora_adapters")))  # A1111's `Lora hashes`, which Civitai resolves
     fields["Version"] = f"fluxnb {meta.get('fluxnb_version', '')}".strip()
     body = ", ".join(f"{k}: {_quote(v)}" for k, v in fields.items() if v is not None and v != "")
-    return f"{meta.get('t5_prompt') or meta.get('prompt', '')}\n{body}"
+    return f"{with_tags(meta.get('t5_prompt') or meta.get('prompt', ''), meta.get('lora_adapters'))}\n{body}"
 
 
 def params_line(line: str) -> list[tuple[str, str]]:
@@ -335,8 +337,11 @@ def _settings_from_json(path, meta: dict) -> dict:
     for key, recorded in inputs.items():
         if key in ("init_image", "mask") and isinstance(recorded, dict):
             values[key] = locate(key, recorded, folders)
+    if "loras" in values or isinstance(meta.get("lora_adapters"), list):  # every adapter, the tags too
+        values["loras"] = from_record(str(path), meta.get("lora_adapters") or [], folders)
     for key, v in values.items():
         ok = (v is None or isinstance(v, (bool, float)) or (isinstance(v, int) and abs(v) < 2**64)
+              or (key == "loras" and isinstance(v, list) and all(isinstance(x, str) and len(x) <= _SHORT for x in v))
               or (isinstance(v, str) and (key == "prompt" or len(v) <= _SHORT)))
         if not ok:
             what = f"{len(v)} characters" if isinstance(v, str) else f"a {type(v).__name__}"

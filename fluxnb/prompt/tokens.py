@@ -229,7 +229,11 @@ def count_tokens(prompt: str, *, model: str | None = None, pipe=None, t5_limit: 
     """Count and route one prompt: CLIP gets `clip_prompt`, T5 gets `t5_prompt`.
 
     `model` (whose cached T5 tokenizer counts) and `t5_limit` default to the configured
-    settings: the model and its max_sequence_length (`fluxnb config`)."""
+    settings: the model and its max_sequence_length (`fluxnb config`). A1111's `<lora:...>`
+    tags are not text: they are removed first (neither encoder sees them)."""
+    from ..config.loras import strip_tags
+
+    prompt = strip_tags(prompt)
     if (model is None and pipe is None) or t5_limit is None:
         from ..config.settings import resolve
 

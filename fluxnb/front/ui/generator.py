@@ -19,6 +19,7 @@ from ...config.settings import draw_seed, require_prompt, resolve
 from ...errors import FluxnbError, raise_if_strict
 from ...prompt.tokens import CLIP_LIMIT
 from .image_input import ImageInput
+from .lora_picker import LoraPicker
 from .widgets import (ERROR_BORDER, TOGGLE, bounds, count_tokens, error_html, esc, label, note, options, png,
                       preset_value, preset_widgets, row, set_preset, token_html, w)
 
@@ -74,6 +75,7 @@ class Generator:
         self.info = W.HTML()
         self.strip = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.image_input = ImageInput(s)  # init image, strength, mask (front/ui/image_input.py)
+        self.lora_picker = LoraPicker(s)  # LoRA folder, weights, prompt tags (front/ui/lora_picker.py)
         self._wire()
         self.update_tokens()
         self.widget = W.VBox([
@@ -82,6 +84,7 @@ class Generator:
             row(self.size, self.size_custom),
             row(label("seed"), self.seed_mode, self.seed, self.reuse_button, self.count),
             row(label("format"), self.image_format, self.jpeg_quality), self.image_input.widget,
+            self.lora_picker.widget,
             row(self.generate_button, self.progress, self.status), self.message,
             row(self.image_input.shown, self.image, self.info, top=True),
             W.HTML("<b>This session</b> (click ↺ to restore an image's settings)"),
@@ -93,6 +96,7 @@ class Generator:
 
     def _wire(self) -> None:
         self.prompt.observe(lambda _c: self.update_tokens(), "value")
+        self.prompt.observe(lambda c: self.lora_picker.show_tags(c["new"]), "value")
         self.seed_mode.observe(lambda c: setattr(self.seed, "disabled", c["new"] == "random"), "value")
         self.seed.disabled = self.seed_mode.value == "random"
         self.image_format.observe(lambda c: setattr(self.jpeg_quality, "disabled", c["new"] != "jpg"), "value")
@@ -110,7 +114,7 @@ class Generator:
                 "guidance": preset_value(self.guidance, self.guidance_custom),
                 "size": preset_value(self.size, self.size_custom), "seed": seed, "count": self.count.value,
                 "image_format": self.image_format.value, "jpeg_quality": self.jpeg_quality.value,
-                **self.image_input.value()}
+                **self.image_input.value(), **self.lora_picker.value()}
 
     def settings(self):
         """The validated Settings the form describes (raises FluxnbError, naming the field)."""
@@ -286,6 +290,7 @@ class Generator:
         self.count.value = 1
         self.image_format.value, self.jpeg_quality.value = s.image_format, s.jpeg_quality
         self.image_input.set(s)
+        self.lora_picker.set(s)
         self.message.value = ""
         self._mark(None)
         self.show(item)

@@ -10,7 +10,7 @@ from .widgets import error_html, esc, grid_image, note, png, preset_value, prese
 
 # axis name -> the keyword of fluxnb.sweep that takes its values
 AXES = {"seed": "seeds", "guidance": "guidance", "steps": "steps", "size": "size", "prompt": "prompts",
-        "enhance": "enhance"}
+        "enhance": "enhance", "loras": "loras"}
 
 
 class SweepForm:

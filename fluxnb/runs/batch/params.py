@@ -297,6 +297,7 @@ def plan(params: dict | None = None, *, source: str = "params") -> Plan:
     # 2. The batch's identity: its name, else a hash of what its items share (not the seeds).
     shared = ("steps", "guidance", "size", "model", "image_format", "jpeg_quality")
     shared += ("init_image", "mask", "strength") if base.init_image else ()  # only when set: older ids stay
+    shared += ("loras",) if base.loras else ()
     key = json.dumps({"prompts": prompts, "enhance": enhances, "settings": {k: getattr(base, k) for k in shared}},
                      sort_keys=True, default=str)
     batch_id = p["batch_name"] or "batch-" + hashlib.sha256(key.encode()).hexdigest()[:8]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -14,7 +15,7 @@ from ...errors import FluxnbError
 # (the first two become rows and columns, unless rows=/cols= say otherwise).
 AXES = {"prompt": "prompt", "enhance": "text", "seed": "int", "guidance": "float", "steps": "int", "size": "size",
         "max_sequence_length": "int", "enhance_model": "text", "precision": "text", "model": "text",
-        "strength": "float"}
+        "strength": "float", "loras": "loras"}
 AXIS_ALIASES = {"seeds": "seed", "prompts": "prompt", "sizes": "size", "models": "model", "enhancer": "enhance",
                 **ALIASES}
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)"
@@ -83,6 +84,8 @@ def count_values(name: str, value) -> int:
     random:N), without building them; a lower bound past CELL_MAX (a list is not read
     beyond that). What is not a value is refused later, by `parse_axis`."""
     kind = AXES[name]
+    if kind == "loras":
+        return len(lora_axis(value)[0])
     if not isinstance(value, str) and is_list(value):
         try:
             if len(value) > CELL_MAX:
@@ -116,6 +119,8 @@ def parse_axis(name: str, value, base: Settings) -> tuple[list, list, list]:
     """One axis's values: (values, labels, drawn seeds). Validated against `base`; refuses
     empty values, duplicates and bad ranges."""
     kind = AXES[name]
+    if kind == "loras":
+        return (*lora_axis(value), [])
     spec = value if isinstance(value, str) else ""
     items = _items(value, "|" if kind == "prompt" else ",")
     if not items or (isinstance(value, str) and not value.strip()):
@@ -191,3 +196,33 @@ def is_list(value) -> bool:
     return isinstance(value, (list, tuple, range)) or getattr(value, "ndim", 0) > 0  # numpy arrays too
 
 
+
+
+def lora_axis(value) -> tuple[list, list]:
+    """The `loras` axis: (values, labels). Each LoRA spec may list weights (`style:0,0.5,1`, or
+    a range `style:0-1 [5]`); the values are every combination, each a `loras` setting (a
+    tuple of canonical specs), labelled with the names and weights of the adapters that vary
+    (the others are in the grid's title)."""
+    from ...config.loras import check_unique, items, one, split_spec
+
+    choices = []
+    for it in items(value):
+        source, weights = (split_spec(it) if isinstance(it, str) else (it.get("path"), it.get("weight", 1.0))
+                           if isinstance(it, dict) else (it, None))
+        if isinstance(weights, str):
+            weights = expand_range(weights, "float", "loras") or [w for w in weights.split(",")]
+        ws = weights if is_list(weights) else [1.0 if weights is None else weights]
+        if any(isinstance(w, str) and not w.strip() for w in ws):
+            raise _bad("loras", it, "an empty weight in the list", fix="e.g. --lora style.safetensors:0,0.5,1")
+        opts = [one({"path": source, "weight": w}) if source is not None else one(it) for w in ws]
+        if len({x.weight for x in opts}) < len(opts):
+            raise _bad("loras", it, "a weight appears twice", fix="give each weight once")
+        choices.append(opts)
+    values, labels = [], []
+    varies = [len(c) > 1 for c in choices]
+    for combo in itertools.product(*choices):
+        check_unique(list(combo))
+        values.append(tuple(x.spec for x in combo))
+        shown = [x for x, v in zip(combo, varies) if v] or list(combo)  # the adapters whose weight varies
+        labels.append(", ".join(f"lora {x.name}: {x.weight:g}" for x in shown) or "no LoRA")
+    return values or [()], labels or ["no LoRA"]

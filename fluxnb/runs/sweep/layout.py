@@ -91,6 +91,10 @@ class Plan:
         if s.init_image:  # image inputs: the file names (and the strength, when not an axis)
             out.update({k: Path(getattr(s, k)).name for k in ("init_image", "mask") if getattr(s, k)})
             out.update({} if "strength" in names else {"strength": s.strength})
+        lora_axis = next((a.values for a in self.axes if a.name == "loras"), None)
+        same = [x for x in lora_axis[0] if all(x in v for v in lora_axis)] if lora_axis else s.loras
+        if same:  # the adapters every cell shares (at one weight)
+            out["loras"] = ", ".join(f"{Path(x.rpartition(':')[0]).stem}: {x.rpartition(':')[2]}" for x in same)
         for k, plain in (("enhance", "none"), ("precision", "bf16"), ("max_sequence_length", 512)):
             if k not in names and getattr(s, k) != plain:
                 out[k] = getattr(s, k)
