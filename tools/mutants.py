@@ -71,6 +71,10 @@ MUTANTS = (
     Mutant("T5 cut to 64 tokens", "fluxnb/image/render.py",
            "max_sequence_length=max_sequence_length)",
            "max_sequence_length=min(max_sequence_length, 64))", (FIDELITY,)),
+    # LoRA adapters: the weight set on the loaded pipeline.
+    Mutant("LoRA weight ignored (always 1.0)", "fluxnb/model/loras.py",
+           "pipe.set_adapters(names, adapter_weights=weights)",
+           "pipe.set_adapters(names, adapter_weights=[1.0] * len(weights))", (FIDELITY, "tests/test_lora.py")),
     # Image conditioning: img2img's and inpainting's denoising strength.
     Mutant("strength ignored (always 0.6)", "fluxnb/image/conditioning.py",
            'out = {"image": each(p.image), "strength": s.strength}',
