@@ -36,6 +36,7 @@ COLUMNS = {
     "save_s": "float64", "compile_s": "float64", "created_at": "datetime64[ns, UTC]", "fluxnb_version": "string",
     "sweep_id": "string", "batch_id": "string",
     "task": "string", "init_image": "string", "init_sha256": "string", "mask_sha256": "string", "strength": "float64",
+    "step": "Int64",
 }
 STATUSES = ("ok", "error", "oom", "black", "disk_full", "enhance_failed", "interrupted")
 

@@ -13,7 +13,7 @@ from ...errors import FluxnbError
 
 log = logging.getLogger(__name__)
 CUSTOM = "custom"
-ERROR_BORDER = "2px solid #d33"
+ERROR_BORDER = "2px solid var(--jp-error-color1, #d33)"
 
 
 def w():
@@ -35,9 +35,13 @@ def png(image, max_side: int) -> bytes:
     return buf.getvalue()
 
 
+THEME_COLOURS = {"error": "var(--jp-error-color1, #b00020)", "warn": "var(--jp-warn-color1, #9a6700)",
+                 "ok": "var(--jp-success-color1, #1a7f37)", "info": "var(--jp-ui-font-color2, #555)"}
+
+
 def note(kind: str, text: str) -> str:
-    colour = {"error": "#b00020", "warn": "#9a6700", "ok": "#1a7f37", "info": "#555"}[kind]
-    return f'<div class="fluxnb-{kind}" style="color:{colour}">{text}</div>'
+    """A status line coloured by JupyterLab's theme (readable in the dark theme too)."""
+    return f'<div class="fluxnb-{kind}" style="color:{THEME_COLOURS[kind]}">{text}</div>'
 
 
 def error_html(exc: Exception) -> str:
