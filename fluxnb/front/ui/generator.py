@@ -9,11 +9,8 @@ callback calls a fluxnb function (generation.generate, tokens.count_tokens, enha
 sweeps.sweep); a FluxnbError is shown in the form as one red line, never as a traceback.
 Option lists and ranges come from the settings table (config/schema.py).
 
-Inside a kernel, Generate runs in a worker thread (front/ui/running.py) so the kernel
-handles Stop, Skip and Kernel > Interrupt while it runs; the image on display is a live
-preview of the latents every few steps (image/preview.py). The history below the form is
-a gallery of the run log (front/ui/gallery.py); beside the image: a link to the file,
-Download, Copy parameters and Copy prompt (front/ui/result.py).
+In a kernel Generate runs in a worker thread (ui/running.py: Stop, Skip, Kernel > Interrupt),
+showing a live preview (image/preview.py); history: ui/gallery.py; links and copy: ui/result.py.
 """
 
 from __future__ import annotations
@@ -271,8 +268,7 @@ class Generator:
         self.image.layout.width = f"{min(768, max(256, self._run_width))}px"
         self.image.layout.display = None
 
-    def stop(self) -> None:
-        """End the run in progress at the next step (the Stop button)."""
+    def stop(self) -> None:  # the Stop button
         self.worker.control.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
