@@ -1,0 +1,70 @@
+"""Ctrl-C on `fluxnb generate`, `sweep` and `batch` during a long tiny-model run: exit 130,
+one `error: interrupted` line, no partial file, and an `interrupted` record with the step
+reached. The signal goes to the whole process group, as a terminal's Ctrl-C does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from support import BIN
+
+LONG = ["--model", "tiny", "--steps", "150", "--size", "256x256"]
+
+
+def interrupt(args, ready: str, after: float, tmp_path):
+    """Run `fluxnb ARGS`; once stderr shows `ready`, wait `after` seconds and Ctrl-C it."""
+    proc = subprocess.Popen([str(BIN / "fluxnb"), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, cwd=tmp_path)
+    lines: list = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 180
+    while not any(ready in line for line in lines):
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.05)
+    time.sleep(after)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    rc = proc.wait(60)
+    reader.join(10)
+    return rc, "".join(lines)
+
+
+def records(out):
+    return [json.loads(line) for line in (out / "runlog.jsonl").read_text().splitlines() if line.strip()]
+
+
+def made_files(out):
+    return sorted(p.name for p in out.iterdir() if p.name.startswith(("flux_", "sweep_")) or p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("command", ["generate", "sweep"])
+def test_ctrl_c_stops_generate_and_sweep_cleanly(tiny_model, tmp_path, command):
+    out = tmp_path / "out"
+    args = ["generate", "a fox", *LONG, "--seed", "3"] if command == "generate" else \
+        ["sweep", "a fox", *LONG, "--seeds", "1,2"]
+    rc, printed = interrupt([*args, "--out", str(out)], "prompt 'a fox'", 1.0, tmp_path)
+    assert rc == 130 and "error: interrupted" in printed and "Traceback" not in printed, printed
+    assert made_files(out) == []
+    recs = records(out)
+    assert recs and all(r["status"] == "interrupted" and 1 <= r["step"] < 150 for r in recs), recs
+    assert recs[0]["error"] == f"interrupted at step {recs[0]['step']}"
+
+
+def test_ctrl_c_stops_a_batch_cleanly(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    params = tmp_path / "long.yaml"
+    params.write_text("batch_name: long\nmodel: tiny\nprompts:\n  - a lighthouse\nseeds: [1, 2]\nsteps: 150\n"
+                      "size: 256x256\nimage_format: png\n")
+    rc, printed = interrupt(["batch", str(params), "--out", str(out)], "loaded in", 2.0, tmp_path)
+    assert rc == 130 and "error: interrupted" in printed, printed
+    assert made_files(out) == []
+    recs = records(out)
+    assert [r["status"] for r in recs] == ["interrupted"] and 1 <= recs[0]["step"] < 150, recs
