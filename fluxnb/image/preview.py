@@ -47,15 +47,31 @@ def unpack(latents, width: int, height: int, scale: int = VAE_SCALE):
     return lat.reshape(b, c // 4, h, w)
 
 
+def packed_factors(dtype=None, device=None):
+    """FLUX_RGB for packed latents: (64, 12), channel c of patch p (c*4 + p) -> (p, r)."""
+    import torch
+
+    f = torch.tensor(FLUX_RGB, dtype=dtype, device=device)  # (16, 3)
+    w = torch.zeros(16, 4, 4, 3, dtype=dtype, device=device)
+    for p in range(4):
+        w[:, p, p, :] = f
+    return w.reshape(64, 12)
+
+
 def latent_rgb(latents, width: int, height: int, index: int = 0, scale: int = VAE_SCALE):
-    """A PIL image of one batch entry of FLUX latents by the linear projection, 1/8 the size."""
+    """A PIL image of one batch entry of FLUX latents by the linear projection, 1/8 the size.
+    Packed latents are projected first (one small matmul) and unpacked as RGB after."""
     import torch
     from PIL import Image
 
-    lat = unpack(latents[index:index + 1].detach(), width, height, scale)[0].float()  # (16, h, w)
-    factors = torch.tensor(FLUX_RGB, dtype=lat.dtype, device=lat.device)
-    bias = torch.tensor(FLUX_RGB_BIAS, dtype=lat.dtype, device=lat.device)
-    rgb = torch.einsum("chw,cr->hwr", lat, factors) + bias
+    lat = latents[index].detach()
+    bias = torch.tensor(FLUX_RGB_BIAS, dtype=torch.float32, device=lat.device)
+    if lat.ndim == 3:  # unpacked (16, h, w)
+        rgb = torch.einsum("chw,cr->hwr", lat.float(), torch.tensor(FLUX_RGB, device=lat.device)) + bias
+    else:              # packed (tokens, 64): project, then lay the 2x2 patches out
+        h, w = height // (scale * 2), width // (scale * 2)
+        rgb = lat.float() @ packed_factors(torch.float32, lat.device)       # (tokens, 12)
+        rgb = rgb.reshape(h, w, 2, 2, 3).permute(0, 2, 1, 3, 4).reshape(2 * h, 2 * w, 3) + bias
     rgb = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
     return Image.fromarray(rgb, "RGB")
 
