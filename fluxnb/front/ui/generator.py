@@ -110,8 +110,8 @@ class Generator:
             row(self.size, self.size_custom),
             row(label("seed"), self.seed_mode, self.seed, self.reuse_button), row(label(""), self.count),
             row(label("format"), self.image_format, self.jpeg_quality), self.image_input.widget],
-            layout=W.Layout(flex="0 1 480px", min_width="360px"))
-        result = W.VBox([self.image, self.actions, self.info], layout=W.Layout(flex="1 1 400px"))
+            layout=W.Layout(flex="0 1 560px", min_width="360px"))
+        result = W.VBox([self.image, self.actions, self.info], layout=W.Layout(flex="1 1 320px", min_width="256px"))
         self.widget = W.VBox([
             style(), self.prompt, self.tokens, row(label("enhance"), self.enhance, self.preview_button), self.enhanced,
             row(self.generate_button, self.stop_button, self.skip_button, self.progress, self.status), self.message,

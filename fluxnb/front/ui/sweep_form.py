@@ -155,7 +155,9 @@ class SweepForm:
             self.status.value = note("warn", f"{len(missing)} cell(s) skipped: no grid yet; Run sweep again makes "
                                              "them (the cells made are kept)")
             return
-        self.grid.value = png(grid_image(r), 1536)
+        image = grid_image(r)
+        self.grid.value = png(image, 1536)
+        self.grid.layout.width = f"{min(image.width, 1536)}px"  # its own size: a small grid is not stretched
         self.grid.layout.display = None
         self.status.value = note("ok", f"{len(r.images)} images, sweep {esc(r.sweep_id)}")
         self.info.value = f'<div class="fluxnb-grid-path">grid saved: {esc(r.grid)}</div>'

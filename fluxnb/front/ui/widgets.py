@@ -103,8 +103,10 @@ def preset_widgets(kind: str, value, custom):
     W = w()
     values = presets(SETTINGS[kind])
     options = [(f"{name} ({val})", name) for name, val in values.items()] + [(CUSTOM, CUSTOM)]
-    drop = W.Dropdown(options=options, description=kind, layout=W.Layout(width="200px"),
-                      style={"description_width": "60px"})
+    drop = W.Dropdown(options=options, description=kind, layout=W.Layout(width="280px" if kind == "size" else "220px"),
+                      style={"description_width": "64px"})
+    drop.add_class(f"fluxnb-{kind}")
+    custom.add_class(f"fluxnb-{kind}-custom")
     set_preset(drop, custom, kind, value)
 
     def picked(change):  # a preset shows its value in the (disabled) custom field
