@@ -225,8 +225,8 @@ def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
             counted = f"CLIP {count_tokens(PROMPT, model='tiny').clip_tokens}/77"
             page.wait_for_function("t => document.querySelector('.fluxnb-tokens').textContent.includes(t)", arg=counted,
                                    timeout=30_000)
-            # 4. Generate: an image appears in the output, with its settings.
-            form.locator("button", has_text="Generate").click()
+            # 4. Generate (Ctrl+Enter in the prompt): an image appears in the output, with its settings.
+            box.press("Control+Enter")
             img = form.locator("img.fluxnb-image")
             page.wait_for_function("t => { const s = document.querySelector('.fluxnb-settings');"
                                    " return s && s.textContent.includes(t); }", arg=PROMPT, timeout=120_000)

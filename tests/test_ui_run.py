@@ -230,3 +230,32 @@ def test_file_link_download_and_copy(tiny_model, outdir, monkeypatch):
     assert f'class="fluxnb-file" href="{url}"' in form.actions.value
     assert f'class="fluxnb-download" href="{url}" download=' in form.actions.value
     assert re.search(r"<td class=\"fluxnb-info-time\">\d+\.\d{1,2} s</td>", form.info.value)  # rounded
+
+
+def test_live_preview_uses_taef1_only_when_its_weights_are_on_disk(tmp_path, monkeypatch):
+    import types
+
+    import torch
+    from diffusers import AutoencoderTiny
+
+    from fluxnb.image import preview
+
+    def run_preview():
+        got = []
+        live = preview.LivePreview(lambda im, step: got.append((im.size, step)), every=1)
+        settings = types.SimpleNamespace(render_size=(128, 128), steps=2)
+        live.before([types.SimpleNamespace(settings=settings)])
+        live.step(types.SimpleNamespace(vae_scale_factor=8), 0, None, {"latents": torch.randn(1, 64, 64)})
+        return got
+
+    monkeypatch.setenv("FLUXNB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("FLUXNB_TAEF1", raising=False)
+    monkeypatch.setattr(preview.Taef1, "_loaded", {})
+    assert preview.taef1_dir() is None
+    assert run_preview() == [((16, 16), 1)]  # no weights: the linear projection, 1/8 the size
+    small = dict(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                 num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=16)
+    AutoencoderTiny(**small).save_pretrained(tmp_path / "taef1")
+    monkeypatch.setenv("FLUXNB_TAEF1", str(tmp_path / "taef1"))
+    assert preview.taef1_dir() == tmp_path / "taef1"
+    assert run_preview() == [((128, 128), 1)]  # TAEF1 decodes to the full size

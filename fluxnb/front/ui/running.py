@@ -110,7 +110,13 @@ class Worker:
         self.thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the run in a thread to end; True when none is running."""
+        """Wait for the run in a thread to end; True when none is running. Ctrl-C (or
+        Kernel > Interrupt) while waiting stops the run, then is raised."""
         if self.thread is not None:
-            self.thread.join(timeout)
+            try:
+                self.thread.join(timeout)
+            except KeyboardInterrupt:
+                self.control.stop()
+                self.thread.join(60)
+                raise
         return not self.running
