@@ -109,6 +109,20 @@ def test_skip_skips_the_image_in_progress_and_goes_on(tiny_model, outdir):
     assert "1 image(s)" in form.status.value and "1 skipped" in form.status.value
 
 
+def test_sweep_form_stop_from_another_thread_keeps_no_partial_grid(tiny_model, outdir):
+    form = ui.sweep_form(model="tiny", output_dir=str(outdir), prompt="a fox", rows=("seed", "1, 2"),
+                         cols=("guidance", "1.5, 3.5"))
+    form.steps.value, form.steps_custom.value = "custom", 150
+    form.size.value, form.size_custom.value = "custom", "256x256"
+    clicker = when(lambda: form.progress.value >= 2, form.stop_button.click)
+    form.run_button.click()
+    clicker.join(5)
+    recs = runlog.read(outdir)
+    assert recs and {r["status"] for r in recs} == {"interrupted"} and all(r["step"] < 150 for r in recs)
+    assert "stopped at step" in form.status.value and form.result is None and form.grid.layout.display == "none"
+    assert not list(outdir.glob("sweep_*.png")) and not form.run_button.disabled
+
+
 # ---------------------------------------------------------------------------------------
 # Live preview
 # ---------------------------------------------------------------------------------------

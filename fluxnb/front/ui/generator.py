@@ -306,7 +306,7 @@ class Generator:
 
         self.last = None
         self.worker.start(work, self._done, skip=s.count > 1)
-        return self.last if not self.worker.running else None
+        return self.last if isinstance(self.last, list) else None  # the images (outside a kernel)
 
     def _done(self, made, error) -> None:
         self.running, self.generate_button.disabled = False, False

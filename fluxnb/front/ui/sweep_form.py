@@ -19,16 +19,16 @@ from .widgets import esc, grid_image, note, png, preset_value, preset_widgets, r
 class _Cells(Callback):
     """The form's progress over the sweep's cells and their steps."""
 
-    def __init__(self, form, steps: int):
-        self.form, self.steps, self.call = form, steps, 0
-
-    def before(self, jobs):
-        self.call += 1
+    def __init__(self, form, steps: int, cells: int):
+        self.form, self.steps, self.cells, self.done = form, steps, cells, 0
 
     def step(self, pipe, i, t, tensors):
         f = self.form
-        f.progress.value = min((self.call - 1) * self.steps + i + 1, f.progress.max)
-        f.status.value = note("info", f"cell {self.call} · step {i + 1}/{self.steps}")
+        f.progress.value = min(self.done * self.steps + i + 1, f.progress.max)
+        f.status.value = note("info", f"{self.done}/{self.cells} cells made · step {i + 1}/{self.steps}")
+
+    def made(self, job, image):
+        self.done += 1
 
 
 # axis name -> the keyword of fluxnb.sweep that takes its values
@@ -132,7 +132,7 @@ class SweepForm:
         self.status.value = note("info", f"running the sweep: {len(p.cells)} cells…")
 
         def work(control):
-            return sweeps.run(p, callbacks=(control.callback(), _Cells(self, steps)), progress=False)
+            return sweeps.run(p, callbacks=(control.callback(), _Cells(self, steps, len(p.cells))), progress=False)
 
         self.worker.start(work, self._done, skip=len(p.cells) > 1)
         return self.result
