@@ -24,7 +24,7 @@ from ...image.callbacks import Callback
 from .gallery import Gallery
 from .image_input import ImageInput
 from .result import actions_html, meta_for, settings_html  # noqa: F401 - settings_html: ui's API
-from .running import Worker
+from .running import run_controls
 from .theme import GENERATOR_LABELS, error_line, style
 from .widgets import (ERROR_BORDER, TOGGLE, bounds, count_tokens, esc, label, note, options, png, preset_value,
                       preset_widgets, row, set_preset, token_html, w)
@@ -86,12 +86,7 @@ class Generator:
         self.image_format = W.ToggleButtons(options=options("image_format"), value=s.image_format, style=TOGGLE)
         self.jpeg_quality = W.IntSlider(value=s.jpeg_quality, description="JPEG quality", **bounds("jpeg_quality"))
         # 5. Run (Stop, Skip), progress, result with its actions, the gallery.
-        self.generate_button = W.Button(description="Generate", button_style="primary", icon="paint-brush",
-                                        tooltip="generate (Ctrl+Enter in the prompt)")
-        self.generate_button.add_class("fluxnb-go")
-        self.worker = Worker()
-        self.stop_button, self.skip_button = self.worker.stop_button, self.worker.skip_button
-        self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="40%"))
+        self.generate_button = run_controls(self, "Generate", "paint-brush", "40%")  # + worker, Stop, Skip, progress
         self.status = W.HTML()
         self.message = W.HTML()
         self.image = W.Image(format="png", layout=W.Layout(width="auto", height="auto", object_fit="contain",

@@ -120,3 +120,17 @@ class Worker:
                 self.thread.join(60)
                 raise
         return not self.running
+
+
+def run_controls(form, description: str, icon: str, width: str):
+    """A form's main button (Ctrl+Enter in its prompt clicks it), returned; its Worker with
+    Stop and Skip and a progress bar, set on `form` (`worker`, `stop_button`, `skip_button`,
+    `progress`)."""
+    W = w()
+    button = W.Button(description=description, button_style="primary", icon=icon,
+                      tooltip=f"{description.lower()} (Ctrl+Enter in the prompt)")
+    button.add_class("fluxnb-go")
+    form.worker = Worker()
+    form.stop_button, form.skip_button = form.worker.stop_button, form.worker.skip_button
+    form.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width=width))
+    return button

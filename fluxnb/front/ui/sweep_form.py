@@ -11,7 +11,7 @@ from __future__ import annotations
 from ...errors import FluxnbError, raise_if_strict
 from ...config.settings import resolve
 from ...image.callbacks import Callback
-from .running import Worker
+from .running import run_controls
 from .theme import SWEEP_LABELS, error_line, style
 from .widgets import esc, grid_image, note, png, preset_value, preset_widgets, row, w
 
@@ -55,12 +55,7 @@ class SweepForm:
         self.size, self.size_custom = preset_widgets("size", base.size, W.Text(value=base.size,
                                                       layout=W.Layout(width="110px")))
         self.yes = W.Checkbox(value=False, description="allow more cells than the cap", indent=False)
-        self.run_button = W.Button(description="Run sweep", button_style="primary", icon="th",
-                                   tooltip="run the sweep (Ctrl+Enter in the prompt)")
-        self.run_button.add_class("fluxnb-go")
-        self.worker = Worker()
-        self.stop_button, self.skip_button = self.worker.stop_button, self.worker.skip_button
-        self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="30%"))
+        self.run_button = run_controls(self, "Run sweep", "th", "30%")  # + worker, Stop, Skip, progress
         self.status, self.message, self.info = W.HTML(), W.HTML(), W.HTML()
         self.grid = W.Image(format="png", layout=W.Layout(max_width="100%", display="none"))
         self.grid.add_class("fluxnb-grid")
