@@ -18,9 +18,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from ...config.settings import draw_seed, require_prompt, resolve
+from ...config.settings import require_prompt, resolve
 from ...errors import FluxnbError, raise_if_strict
 from ...image.callbacks import Callback
+from . import enhanced
 from .gallery import Gallery
 from .image_input import ImageInput
 from .result import actions_html, meta_for, settings_html  # noqa: F401 - settings_html: ui's API
@@ -149,7 +150,7 @@ class Generator:
                               fix="type a seed (0 to 4294967295) or switch the seed to random")
         return self.base.replace(**vals)
 
-    def _mark(self, field: str | None) -> None:
+    def mark_field(self, field: str | None) -> None:  # outline the field a message names (None: none)
         for name in self.FIELDS:
             w = getattr(self, name)
             w.layout.border = ERROR_BORDER if name == field else None
@@ -163,7 +164,7 @@ class Generator:
         raise_if_strict(exc)
         if not isinstance(exc, FluxnbError):
             log.error("the generator form hit an unexpected error", exc_info=exc)
-        self._mark(getattr(exc, "field", None))
+        self.mark_field(getattr(exc, "field", None))
         self.message.value = error_line(exc, GENERATOR_LABELS)
         self.status.value = ""
         self.progress.value, self.progress.bar_style = 0, ""
@@ -202,50 +203,14 @@ class Generator:
         return loaded
 
     def _draw_or_pending(self, s) -> int:
-        """The seed for the next image: the locked one, the previewed one, or a new one."""
-        if s.seed is not None:
-            return s.seed
-        p = self.preview
-        if p and p[0] == s.prompt and p[1] == s.enhance:
-            return p[2]
-        return draw_seed()
+        return enhanced.seed_for(self, s)
 
     def _mark_stale_preview(self) -> None:
-        """The enhanced preview no longer matches the prompt: say so (it is not what Generate sends)."""
-        p = self.preview
-        stale = p is not None and (p[0] != self.prompt.value or p[1] != self.enhance.value)
-        if stale and self.enhanced.value and "fluxnb-stale" not in self.enhanced.value:
-            self.enhanced.value = ('<div class="fluxnb-stale"><span class="fluxnb-warn">stale: the prompt changed '
-                                   "since this preview; press Preview enhanced prompt again</span>"
-                                   + self.enhanced.value + "</div>")
+        enhanced.mark_stale(self)
 
     def show_preview(self):
-        """Enhance the prompt now and show the text the model will get, with its tokens."""
-        from ...prompt import enhancer
-
-        self.message.value = ""
-        try:
-            s = self.settings()
-            require_prompt(s.prompt)
-            seed = self._draw_or_pending(s)
-            enh = enhancer.enhance(s.prompt, backend=s.enhance, model=s.enhance_model, seed=seed,
-                                   use_cache=s.enhance_cache, fallback=s.enhance_fallback)
-        except Exception as e:  # noqa: BLE001 - shown in the form
-            self.enhanced.value = ""
-            self.fail(e)
-            return None
-        self._mark(None)
-        self.preview = (s.prompt, s.enhance, seed, enh)
-        if enh.backend == "none":
-            self.enhanced.value = note("info", "enhance is none: the model gets the prompt as typed")
-            return enh
-        how = f"{esc(enh.backend)}" + (f" ({esc(enh.model)})" if enh.model else "")
-        if enh.fallback_from:
-            how += f", fell back from {esc(enh.fallback_from)}"
-        self.enhanced.value = (f'<div class="fluxnb-enhanced"><b>Enhanced</b> by {how}, seed {seed}'
-                               f'{" (cached)" if enh.cached else ""}:<br><i>{esc(enh.enhanced)}</i>'
-                               f"{token_html(count_tokens(enh.enhanced, s))}</div>")
-        return enh
+        """Enhance the prompt now and show the text the model will get (front/ui/enhanced.py)."""
+        return enhanced.show_preview(self)
 
     def reuse_last_seed(self) -> None:
         if self.images:
@@ -286,7 +251,7 @@ class Generator:
         except Exception as e:  # noqa: BLE001 - shown in the form
             self.fail(e)
             return None
-        self._mark(None)
+        self.mark_field(None)
         self.running, self.generate_button.disabled = True, True
         self.generate_button.description = "Generating…"
         self._run_steps, self._run_count, self._run_width, self._image_no = s.steps, s.count, s.width, 0
@@ -376,7 +341,7 @@ class Generator:
         self.image_format.value, self.jpeg_quality.value = s.image_format, s.jpeg_quality
         self.image_input.set(s)
         self.message.value = ""
-        self._mark(None)
+        self.mark_field(None)
         self.progress.value, self.progress.bar_style = 0, ""
         prompt = s.prompt if len(s.prompt) <= 60 else s.prompt[:59] + "…"
         self.status.value = note("info", f"restored: seed {item.seed}, {s.steps} steps, guidance {s.guidance:g}, "
