@@ -201,7 +201,8 @@ def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
     exe = chromium()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page = browser.new_page(viewport={"width": 1400, "height": 1600},
+                                permissions=["clipboard-read", "clipboard-write"])
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
@@ -239,6 +240,10 @@ def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
             # 5. The file as a link, Download, Copy; the gallery outlines the image shown.
             assert form.locator("a.fluxnb-download").count() == 1 and form.locator("button.fluxnb-copy").count() == 2
             assert form.locator(".fluxnb-thumb.fluxnb-shown").count() == 1
+            form.locator("button.fluxnb-copy[data-copy=prompt]").click()
+            page.wait_for_function("() => document.querySelector('button.fluxnb-copy[data-copy=prompt]')"
+                                   ".textContent === 'Copied'", timeout=10_000)
+            assert page.evaluate("() => navigator.clipboard.readText()") == PROMPT
             screenshot(form, tmp_path, "generator.png")
             # 6. Stop a long run (the Stop button, then Kernel > Interrupt); the dark theme's error colour.
             stop_long_runs(page, form, out)
