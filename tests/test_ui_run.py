@@ -273,3 +273,17 @@ def test_live_preview_uses_taef1_only_when_its_weights_are_on_disk(tmp_path, mon
     monkeypatch.setenv("FLUXNB_TAEF1", str(tmp_path / "taef1"))
     assert preview.taef1_dir() == tmp_path / "taef1"
     assert run_preview() == [((128, 128), 1)]  # TAEF1 decodes to the full size
+
+
+def test_fix_texts_speak_of_the_forms_controls():
+    from fluxnb.front.ui.theme import GENERATOR_LABELS, SWEEP_LABELS, error_line, in_form_terms
+    from fluxnb.errors import FluxnbError
+
+    assert in_form_terms("use fast or --steps N", GENERATOR_LABELS) == "use fast or the steps field"
+    assert in_form_terms("or use --enhance local", GENERATOR_LABELS) == "or use the enhance switch set to local"
+    assert in_form_terms("give --size WxH to resize it", GENERATOR_LABELS) == "give the size field to resize it"
+    assert "«allow more cells than the cap» box" in in_form_terms("narrow an axis, or pass --yes", SWEEP_LABELS)
+    line = error_line(FluxnbError("steps 0: must be between 1 and 150", field="steps", fix="use fast or --steps N"))
+    assert line.count("<div") == 1 and "fluxnb-error" in line and "var(--jp-error-color1" in line
+    assert "the steps field" in error_line(FluxnbError("x", fix="use --steps N"), GENERATOR_LABELS)
+    assert "unexpected error: ValueError: boom" in error_line(ValueError("boom"))
