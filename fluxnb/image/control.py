@@ -64,8 +64,7 @@ class StopCallback(Callback):
         self.control = control
 
     def before(self, jobs):
-        self.control.step = 0
-        self.control.skipped.clear()  # a skip asked for between calls applies to the next
+        self.control.step = 0  # a skip asked for between calls applies to the next one
 
     def step(self, pipe, i, t, tensors):
         self.control.step = i + 1
