@@ -3,6 +3,9 @@
 JupyterLab listens on 127.0.0.1 only, with a token passed in JUPYTER_TOKEN (never on a
 command line); the test opens notebooks/generate.ipynb (a copy), runs it, types a
 prompt, clicks Generate, and checks the image in the page and the run-log record.
+Then it stops a long run with the Stop button and with Kernel > Interrupt, checks that the
+dark theme draws an error in the theme's error colour, and runs the sweep notebook. The
+screenshots in docs/ (README) come from here: UPDATE_SCREENSHOTS=1 writes them there.
 Skips only when no Chromium is installed (`apt-get install -y chromium` as root), and
 fails instead under CI=1 (.ci/run).
 """
@@ -77,7 +80,8 @@ def lab(tmp_path, tiny_model):
     chromium()  # skip before starting anything when there is no browser
     root, out, home = tmp_path / "lab", tmp_path / "outputs", tmp_path / "home"
     root.mkdir()
-    shutil.copy(ROOT / "notebooks" / "generate.ipynb", root / "generate.ipynb")
+    for name in ("generate.ipynb", "sweeps.ipynb"):
+        shutil.copy(ROOT / "notebooks" / name, root / name)
     token, port = secrets.token_hex(24), free_port()
     env = dict(os.environ, JUPYTER_TOKEN=token, FLUXNB_MODEL="tiny", FLUXNB_OUTPUT_DIR=str(out),
                JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
@@ -108,6 +112,86 @@ def lab(tmp_path, tiny_model):
     print((tmp_path / "lab.log").read_text(errors="replace")[-3000:])
 
 
+def screenshot(locator, tmp_path, name: str) -> None:
+    """An element's screenshot: under tmp_path, and into docs/ with UPDATE_SCREENSHOTS=1."""
+    path = tmp_path / name
+    page = locator.page
+    page.add_style_tag(content=".Toastify, .jp-Notification-Toast { display: none !important; }")  # the news toast
+    locator.scroll_into_view_if_needed()
+    locator.screenshot(path=str(path))
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        (ROOT / "docs").mkdir(exist_ok=True)
+        shutil.copy(path, ROOT / "docs" / name)
+
+
+def open_notebook(page, url, token, name):
+    page.goto(f"{url}/lab/tree/{name}?token={token}", timeout=60_000)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
+    page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                           " const k = w && w.sessionContext && w.sessionContext.session &&"
+                           " w.sessionContext.session.kernel; return k && k.status === 'idle'; }",
+                           timeout=90_000)
+
+
+def set_custom(page, kind: str, value: str) -> None:
+    """Pick `custom` in a preset dropdown and type the value (Enter commits it)."""
+    page.select_option(f".fluxnb-generator .fluxnb-{kind} select", "custom")
+    box = page.locator(f".fluxnb-generator .fluxnb-{kind}-custom input")
+    box.fill(value)
+    box.press("Enter")
+
+
+def status_has(page, text: str, timeout: int = 120_000) -> None:
+    page.wait_for_function("t => { const g = document.querySelector('.fluxnb-generator');"
+                           " return g && g.textContent.includes(t); }", arg=text, timeout=timeout)
+
+
+def stop_long_runs(page, form, out) -> None:
+    """A long run stopped by the Stop button, then one by Kernel > Interrupt: no image,
+    an `interrupted` record each, the form ready again."""
+    set_custom(page, "steps", "150")
+    set_custom(page, "size", "256x256")
+    for how in ("button", "kernel"):
+        form.locator("button", has_text="Generate").click()
+        status_has(page, "step 3/150")
+        page.wait_for_function("() => { const i = document.querySelector('img.fluxnb-image');"
+                               " return i && i.offsetParent !== null && i.naturalWidth > 0; }", timeout=30_000)
+        if how == "button":
+            form.locator("button.fluxnb-stop").click()
+        else:
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
+        status_has(page, "stopped at step", timeout=30_000)
+        page.wait_for_function("() => !document.querySelector('.fluxnb-generator .fluxnb-go').disabled",
+                               timeout=30_000)
+    records = [json.loads(line) for line in (out / "runlog.jsonl").read_text().splitlines() if line.strip()]
+    stopped = [r for r in records if r["status"] == "interrupted"]
+    assert len(stopped) == 2 and all(1 <= r["step"] < 150 for r in stopped), stopped
+    assert not [r for r in records if r["status"] == "ok" and r["steps"] == 150]
+
+
+def dark_theme_error_colour(page, form) -> None:
+    """In JupyterLab Dark, a bad value shows as one line in the theme's error colour."""
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=60_000)
+    set_custom(page, "size", "100x100")
+    form.locator("button", has_text="Generate").click()
+    error = form.locator(".fluxnb-error").first
+    error.wait_for(timeout=30_000)
+    assert "size 100x100" in error.inner_text() and "Traceback" not in form.inner_text()
+    colours = page.evaluate("""() => {
+        const e = document.querySelector('.fluxnb-generator .fluxnb-error');
+        const probe = document.createElement('span');
+        probe.style.color = 'var(--jp-error-color1)';
+        document.body.appendChild(probe);
+        const want = getComputedStyle(probe).color;
+        probe.remove();
+        const bg = getComputedStyle(document.body).getPropertyValue('--jp-layout-color0').trim();
+        return [getComputedStyle(e).color, want, bg];
+    }""")
+    assert colours[0] == colours[1], colours
+    assert colours[2].lower() not in ("#fff", "#ffffff", "white"), colours  # the dark theme's background
+
+
 def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -117,7 +201,8 @@ def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
     exe = chromium()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        page = browser.new_page()
+        page = browser.new_page(viewport={"width": 1400, "height": 1600},
+                                permissions=["clipboard-read", "clipboard-write"])
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
@@ -130,7 +215,8 @@ def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
                                    timeout=90_000)
             # 2. Run every cell: the form appears, with the model loaded (the last cell, the
             #    notebook's check, clicks Generate once with the default prompt).
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.evaluate("() => { const a = window.jupyterapp; a.shell.collapseLeft && a.shell.collapseLeft();"
+                          " return a.commands.execute('notebook:run-all-cells'); }")
             form = page.locator(".fluxnb-generator")
             form.wait_for(timeout=120_000)
             page.wait_for_selector(".fluxnb-generator .fluxnb-ok", timeout=120_000)  # "tiny loaded on cpu ..."
@@ -140,8 +226,8 @@ def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
             counted = f"CLIP {count_tokens(PROMPT, model='tiny').clip_tokens}/77"
             page.wait_for_function("t => document.querySelector('.fluxnb-tokens').textContent.includes(t)", arg=counted,
                                    timeout=30_000)
-            # 4. Generate: an image appears in the output, with its settings.
-            form.locator("button", has_text="Generate").click()
+            # 4. Generate (Ctrl+Enter in the prompt): an image appears in the output, with its settings.
+            box.press("Control+Enter")
             img = form.locator("img.fluxnb-image")
             page.wait_for_function("t => { const s = document.querySelector('.fluxnb-settings');"
                                    " return s && s.textContent.includes(t); }", arg=PROMPT, timeout=120_000)
@@ -151,13 +237,55 @@ def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
             info = form.locator(".fluxnb-settings").inner_text()
             assert PROMPT in info
             assert form.locator("button", has_text="Generate").is_enabled()
+            # 5. The file as a link, Download, Copy; the gallery outlines the image shown.
+            assert form.locator("a.fluxnb-download").count() == 1 and form.locator("button.fluxnb-copy").count() == 2
+            assert form.locator(".fluxnb-thumb.fluxnb-shown").count() == 1
+            form.locator("button.fluxnb-copy[data-copy=prompt]").click()
+            page.wait_for_function("() => document.querySelector('button.fluxnb-copy[data-copy=prompt]')"
+                                   ".textContent === 'Copied'", timeout=10_000)
+            assert page.evaluate("() => navigator.clipboard.readText()") == PROMPT
+            screenshot(form, tmp_path, "generator.png")
+            # 6. Stop a long run (the Stop button, then Kernel > Interrupt); the dark theme's error colour.
+            stop_long_runs(page, form, out)
+            dark_theme_error_colour(page, form)
         finally:
             page.screenshot(path=str(tmp_path / "jupyterlab.png"))  # for a failure's post-mortem
             browser.close()
 
-    # 5. The run log holds the record of that image.
+    # 7. The run log holds the record of that image.
     records = [json.loads(line) for line in (out / "runlog.jsonl").read_text().splitlines() if line.strip()]
-    [rec] = [r for r in records if r["prompt"] == PROMPT]
+    [rec] = [r for r in records if r["prompt"] == PROMPT and r["status"] == "ok"]
     assert rec["status"] == "ok" and rec["model"] == "tiny" and Path(rec["path"]).is_file()
     assert str(rec["seed"]) in info and rec["path"] in info
     assert not [e for e in errors if "fluxnb" in e.lower() or "widget" in e.lower()], errors
+
+
+def test_sweep_form_in_jupyterlab_in_chromium(lab, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, token, out = lab
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        try:
+            open_notebook(page, url, token, "sweeps.ipynb")
+            page.evaluate("() => { const a = window.jupyterapp; a.shell.collapseLeft && a.shell.collapseLeft();"
+                          " return a.commands.execute('notebook:run-all-cells'); }")
+            form = page.locator(".fluxnb-sweep")
+            form.wait_for(timeout=120_000)
+            # the check cell clicks Run sweep: the grid appears in the form
+            page.wait_for_function("() => { const i = document.querySelector('.fluxnb-sweep img.fluxnb-grid');"
+                                   " return i && i.offsetParent !== null && i.naturalWidth > 0; }", timeout=180_000)
+            assert "6 images" in form.inner_text()
+            screenshot(form, tmp_path, "sweep.png")
+            # a bad value: one red line, the old grid and status gone, no traceback
+            box = form.locator("input[type=text]").first
+            box.fill("1-x")
+            box.press("Enter")
+            form.locator("button", has_text="Run sweep").click()
+            form.locator(".fluxnb-error").wait_for(timeout=30_000)
+            assert "1-x" in form.locator(".fluxnb-error").inner_text() and "6 images" not in form.inner_text()
+            assert not form.locator("img.fluxnb-grid").is_visible() and "Traceback" not in page.content()
+        finally:
+            page.screenshot(path=str(tmp_path / "sweeps.png"))
+            browser.close()

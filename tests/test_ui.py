@@ -191,8 +191,10 @@ def test_restore_from_the_strip(tiny_model, outdir):
     first = form.images[0]
     assert form.shown is form.images[1]
 
-    thumb = form.strip.children[0]
-    assert thumb.item is first and "5" in thumb.children[1].description
+    assert [t.item for t in form.strip.children] == [form.images[1], first]  # newest first
+    thumb = form.strip.children[1]
+    assert "fluxnb-shown" in form.strip.children[0]._dom_classes and "fluxnb-shown" not in thumb._dom_classes
+    assert thumb.children[1].description == "↺ 5" and "seed 5\nfirst: a lighthouse" in thumb.children[0].tooltip
     thumb.children[1].click()
     assert form.prompt.value == "first: a lighthouse at dusk"
     assert (form.steps.value, form.steps_custom.value) == ("custom", 2)
@@ -200,6 +202,7 @@ def test_restore_from_the_strip(tiny_model, outdir):
     assert (form.size.value, form.size_custom.value) == ("custom", "64x64")
     assert (form.seed_mode.value, form.seed.value, form.image_format.value) == ("lock", "5", "jpg")
     assert form.shown is first and "first: a lighthouse at dusk" in form.info.value
+    assert "restored: seed 5" in form.status.value and "fluxnb-shown" in thumb._dom_classes
     # generating again from the restored settings reproduces the first image
     form.generate_button.click()
     again = form.images[-1]
@@ -223,9 +226,12 @@ def test_enhancer_failure_is_shown_in_the_form(outdir):
     with pytest.raises(FluxnbError) as direct:
         fluxnb.enhance(prompt, backend="claude", model=form.base.enhance_model, seed=1, use_cache=False)
     form.preview_button.click()
-    assert html.escape(str(direct.value)) in form.message.value and form.enhanced.value == ""
+    # the message in the form's terms: its controls, not CLI flags
+    said = str(direct.value).replace("--enhance local", "the enhance switch set to local")
+    assert "--enhance" in str(direct.value) and html.escape(said) in form.message.value
+    assert " --" not in form.message.value and form.enhanced.value == ""
     form.generate_button.click()  # generating with a failing enhancer: the same message, recorded
-    assert html.escape(str(direct.value)) in form.message.value
+    assert html.escape(said) in form.message.value
     [rec] = runlog.read(outdir)
     assert rec["status"] == "enhance_failed" and rec["enhancer"] == "claude"
 

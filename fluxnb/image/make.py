@@ -26,6 +26,7 @@ from ..config.loras import strip_tags
 from ..config.settings import Settings, check_output_dir, require_prompt, resolve
 from ..errors import FluxnbError, RuntimeFailure
 from .callbacks import Hooks, ProgressBar, StepTimer
+from .control import Skipped, Stopped
 from .record import GeneratedImage, Job, base_record, failure_record, metadata, seeds_for
 from .render import decode_latents, denoise, encode, finish_image, kept_on_device, render_key
 
@@ -134,14 +135,15 @@ def make(jobs: list[Job], *, callbacks=(), progress: bool = True, save: bool = T
             run.staged(calls)
         else:
             run.unstaged(calls)
-    except KeyboardInterrupt:
-        run.fail(run.unmade(), RuntimeFailure("interrupted", status="interrupted"))
+    except KeyboardInterrupt as e:
+        how = "stopped" if isinstance(e, Stopped) else "interrupted"
+        run.fail(run.unmade(), RuntimeFailure(f"{how} at step {run.step()}", status="interrupted"), step=run.step())
         raise
     except Exception as e:  # noqa: BLE001 - recorded, then raised as a clear error
         err = as_error(e, run.loaded)
         run.fail(run.unmade(), err)
         raise err from None
-    return [run.made[id(j)] for j in jobs]
+    return [run.made[id(j)] for j in jobs if id(j) in run.made]  # all but the skipped
 
 
 class _Run:
@@ -154,13 +156,14 @@ class _Run:
         self.active: list = jobs[:1]       # the jobs of the pipeline call in progress
         self.made: dict = {}               # id(job) -> GeneratedImage
         self.charged: set = set()          # load and text costs already put on an image's record
+        self.skips: list = []              # jobs skipped (Skip): recorded, not made
         self.t_start = time.perf_counter()
 
     def stage(self, job: Job) -> dict:
         text = self.texts.get(text_key(job.settings))
         return {"enh": text.enh if text else None, "plan": text.plan if text else None, "loaded": self.loaded}
 
-    def fail(self, jobs: list[Job], exc: BaseException) -> None:
+    def fail(self, jobs: list[Job], exc: BaseException, step: int | None = None) -> None:
         if not self.record:
             return
         from ..outputs import runlog
@@ -168,10 +171,22 @@ class _Run:
         for job in jobs:
             rec = failure_record(job.settings, job.seed, exc, extra=job.extra, **self.stage(job))
             rec["elapsed_s"] = round(time.perf_counter() - self.t_start, 4)
+            if step is not None:
+                rec["step"] = step  # the last step that ended before the interrupt
             runlog.append(job.settings.output_dir, rec)
 
+    def step(self) -> int:
+        """The steps the pipeline call in progress finished."""
+        return len(self.timer.ends)
+
+    def skipped(self, jobs: list[Job], e: Skipped) -> None:
+        """A Skip: this call's images are recorded `interrupted`; the run goes on."""
+        log.info("skipped seed(s) %s at step %d", ",".join(str(j.seed) for j in jobs), self.step())
+        self.fail(jobs, RuntimeFailure(str(e), status="interrupted"), step=self.step())
+        self.skips.extend(jobs)
+
     def unmade(self) -> list[Job]:
-        return [j for j in self.active if id(j) not in self.made]
+        return [j for j in self.active if id(j) not in self.made and j not in self.skips]
 
     def enhance(self, job: Job, seed: int) -> None:
         from ..prompt import enhancer
@@ -213,7 +228,11 @@ class _Run:
     def unstaged(self, calls: list) -> None:
         """Each call denoises and decodes; its images are saved before the next call."""
         for jobs in calls:
-            images = self.call(jobs, "pil")
+            try:
+                images = self.call(jobs, "pil")
+            except Skipped as e:
+                self.skipped(jobs, e)
+                continue
             den, dec = self.timer.split(time.perf_counter())
             images = [finish_image(im, j.settings, j.seed) for im, j in zip(images, jobs)]
             s = jobs[0].settings
@@ -228,7 +247,11 @@ class _Run:
                 try:
                     for jobs in calls:
                         t0 = time.perf_counter()
-                        latents = self.call(jobs, "latent")
+                        try:
+                            latents = self.call(jobs, "latent")
+                        except Skipped as e:
+                            self.skipped(jobs, e)
+                            continue
                         den = time.perf_counter() - t0
                         pending.append((jobs, latents, den, self.compile_s(jobs[0].settings, "denoise", den)))
                 except KeyboardInterrupt:

@@ -106,7 +106,7 @@ def base_record(s: Settings, seed: int, *, plan=None, enh=None, loaded=None) -> 
     from ..outputs.runlog import COLUMNS
 
     known = {
-        "id": item_id(s, seed), "path": "", "status": "", "error": "", "seed": seed,
+        "id": item_id(s, seed), "path": "", "status": "", "error": "", "seed": seed, "step": None,
         "enhanced_prompt": enh.enhanced if enh and enh.backend != "none" else "",
         "clip_prompt": plan.clip_prompt if plan else "", "clip_dropped": plan.clip_dropped if plan else "",
         "t5_prompt": plan.t5_prompt if plan else "",

@@ -37,6 +37,7 @@ COLUMNS = {
     "sweep_id": "string", "batch_id": "string",
     "task": "string", "init_image": "string", "init_sha256": "string", "mask_sha256": "string", "strength": "float64",
     "loras": "string",
+    "step": "Int64",
 }
 STATUSES = ("ok", "error", "oom", "black", "disk_full", "enhance_failed", "interrupted")
 

@@ -6,8 +6,11 @@
 
 Widget names are the settings' names (`gen.prompt`, `gen.steps`, `gen.seed`, ...). Every
 callback calls a fluxnb function (generation.generate, tokens.count_tokens, enhancer.enhance,
-sweeps.sweep); a FluxnbError is shown in the form, never as a traceback. Option lists and
-ranges come from the settings table (config/schema.py).
+sweeps.sweep); a FluxnbError is shown in the form as one red line, never as a traceback.
+Option lists and ranges come from the settings table (config/schema.py).
+
+In a kernel Generate runs in a worker thread (ui/running.py: Stop, Skip, Kernel > Interrupt),
+showing a live preview (image/preview.py); history: ui/gallery.py; links and copy: ui/result.py.
 """
 
 from __future__ import annotations
@@ -15,15 +18,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from ...config.settings import draw_seed, require_prompt, resolve
+from ...config.settings import require_prompt, resolve
 from ...errors import FluxnbError, raise_if_strict
-from ...prompt.tokens import CLIP_LIMIT
+from ...image.callbacks import Callback
+from . import enhanced
+from .gallery import Gallery
 from .image_input import ImageInput
 from .lora_picker import LoraPicker
-from .widgets import (ERROR_BORDER, TOGGLE, bounds, count_tokens, error_html, esc, label, note, options, png,
-                      preset_value, preset_widgets, row, set_preset, token_html, w)
+from .result import actions_html, meta_for, settings_html  # noqa: F401 - settings_html: ui's API
+from .running import run_controls
+from .theme import GENERATOR_LABELS, error_line, style
+from .widgets import (ERROR_BORDER, TOGGLE, bounds, count_tokens, esc, label, note, options, png, preset_value,
+                      preset_widgets, row, set_preset, token_html, w)
 
 log = logging.getLogger(__name__)
+
+
+class _ImageCounter(Callback):
+    """Which image of the run is denoising (for the progress bar and the status line)."""
+
+    def __init__(self, form):
+        self.form = form
+
+    def before(self, jobs):
+        self.form._image_no += 1
 
 
 class Generator:
@@ -38,10 +56,13 @@ class Generator:
         self.images: list = []           # this session's GeneratedImages, oldest first
         self.shown = None                # the GeneratedImage on display
         self.preview = None              # (prompt, backend, seed, Enhancement) of the last preview
+        self.preview_every = None        # live preview every N steps (None: about 8 per image)
+        self.last = None                 # what the last Generate returned (the images), or the error
         self.running = False
         wide = W.Layout(width="100%")
         # 1. Prompt, token counters, enhancer with a preview.
-        self.prompt = W.Textarea(value=s.prompt, placeholder="describe the image", rows=3, layout=wide)
+        self.prompt = W.Textarea(value=s.prompt, placeholder="describe the image (Ctrl+Enter generates)", rows=3,
+                                 layout=wide)
         self.tokens = W.HTML()
         self.enhance = W.ToggleButtons(options=options("enhance"), value=s.enhance, style=TOGGLE)
         self.preview_button = W.Button(description="Preview enhanced prompt", icon="eye",
@@ -61,34 +82,41 @@ class Generator:
                            layout=W.Layout(width="130px"))
         self.reuse_button = W.Button(description="Reuse last seed", icon="recycle", disabled=True,
                                      layout=W.Layout(width="auto"))
-        self.count = W.IntText(value=s.count, description="images", layout=W.Layout(width="160px"))
+        self.count = W.IntText(value=s.count, description="images", layout=W.Layout(width="160px"),
+                               style={"description_width": "64px"})
         # 4. Output format.
         self.image_format = W.ToggleButtons(options=options("image_format"), value=s.image_format, style=TOGGLE)
         self.jpeg_quality = W.IntSlider(value=s.jpeg_quality, description="JPEG quality", **bounds("jpeg_quality"))
-        # 5. Run, progress, result, strip.
-        self.generate_button = W.Button(description="Generate", button_style="primary", icon="paint-brush")
-        self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="60%"))
+        # 5. Run (Stop, Skip), progress, result with its actions, the gallery.
+        self.generate_button = run_controls(self, "Generate", "paint-brush", "40%")  # + worker, Stop, Skip, progress
         self.status = W.HTML()
         self.message = W.HTML()
-        self.image = W.Image(format="png", layout=W.Layout(width="auto", height="auto", object_fit="contain"))
+        self.image = W.Image(format="png", layout=W.Layout(width="auto", height="auto", object_fit="contain",
+                                                           display="none"))  # hidden until the first image
         self.image.add_class("fluxnb-image")
+        self.actions = W.HTML()
         self.info = W.HTML()
-        self.strip = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.image_input = ImageInput(s)  # init image, strength, mask (front/ui/image_input.py)
         self.lora_picker = LoraPicker(s)  # LoRA folder, weights, prompt tags (front/ui/lora_picker.py)
+        self.gallery = Gallery(s.output_dir, on_show=self.show, on_restore=self.restore,
+                               on_use=lambda item: self.image_input.use(item.path))
+        self.strip = self.gallery.thumbs
         self._wire()
         self.update_tokens()
-        self.widget = W.VBox([
-            self.prompt, self.tokens, row(label("enhance"), self.enhance, self.preview_button), self.enhanced,
+        controls = W.VBox([
             row(self.steps, self.steps_custom), row(self.guidance, self.guidance_custom),
             row(self.size, self.size_custom),
-            row(label("seed"), self.seed_mode, self.seed, self.reuse_button, self.count),
+            row(label("seed"), self.seed_mode, self.seed, self.reuse_button), row(label(""), self.count),
             row(label("format"), self.image_format, self.jpeg_quality), self.image_input.widget,
-            self.lora_picker.widget,
-            row(self.generate_button, self.progress, self.status), self.message,
-            row(self.image_input.shown, self.image, self.info, top=True),
-            W.HTML("<b>This session</b> (click ↺ to restore an image's settings)"),
-            self.strip])
+            self.lora_picker.widget],
+            layout=W.Layout(flex="0 1 560px", min_width="360px"))
+        result = W.VBox([self.image, self.actions, self.info], layout=W.Layout(flex="1 1 320px", min_width="256px"))
+        self.widget = W.VBox([
+            style(), self.prompt, self.tokens, row(label("enhance"), self.enhance, self.preview_button), self.enhanced,
+            row(self.generate_button, self.stop_button, self.skip_button, self.progress, self.status), self.message,
+            W.HBox([controls, W.VBox([self.image_input.shown]), result],
+                   layout=W.Layout(flex_flow="row wrap", align_items="flex-start")),
+            self.gallery.widget])
         self.widget.add_class("fluxnb-generator")
 
     def _repr_mimebundle_(self, **kw):
@@ -97,6 +125,8 @@ class Generator:
     def _wire(self) -> None:
         self.prompt.observe(lambda _c: self.update_tokens(), "value")
         self.prompt.observe(lambda c: self.lora_picker.show_tags(c["new"]), "value")
+        self.prompt.observe(lambda _c: self._mark_stale_preview(), "value")
+        self.enhance.observe(lambda _c: self._mark_stale_preview(), "value")
         self.seed_mode.observe(lambda c: setattr(self.seed, "disabled", c["new"] == "random"), "value")
         self.seed.disabled = self.seed_mode.value == "random"
         self.image_format.observe(lambda c: setattr(self.jpeg_quality, "disabled", c["new"] != "jpg"), "value")
@@ -124,7 +154,7 @@ class Generator:
                               fix="type a seed (0 to 4294967295) or switch the seed to random")
         return self.base.replace(**vals)
 
-    def _mark(self, field: str | None) -> None:
+    def mark_field(self, field: str | None) -> None:  # outline the field a message names (None: none)
         for name in self.FIELDS:
             w = getattr(self, name)
             w.layout.border = ERROR_BORDER if name == field else None
@@ -132,13 +162,23 @@ class Generator:
                              ("size", self.size_custom)):
             custom.layout.border = ERROR_BORDER if name == field else None
 
-    def fail(self, exc: Exception) -> None:
-        """Show a failure in the form (not as a traceback)."""
+    def fail(self, exc: BaseException) -> None:
+        """Show a failure in the form as one red line (never a traceback for a FluxnbError);
+        the stale status, progress and result go."""
         raise_if_strict(exc)
         if not isinstance(exc, FluxnbError):
-            log.exception("the generator form hit an unexpected error")
-        self._mark(getattr(exc, "field", None))
-        self.message.value = error_html(exc)
+            log.error("the generator form hit an unexpected error", exc_info=exc)
+        self.mark_field(getattr(exc, "field", None))
+        self.message.value = error_line(exc, GENERATOR_LABELS)
+        self.status.value = ""
+        self.progress.value, self.progress.bar_style = 0, ""
+        self.clear_result()
+
+    def clear_result(self) -> None:
+        self.shown = None
+        self.image.layout.display = "none"
+        self.actions.value = self.info.value = ""
+        self.gallery.highlight(None)
 
     # -- callbacks ------------------------------------------------------------------
     def update_tokens(self) -> None:
@@ -147,7 +187,7 @@ class Generator:
             self.tokens.value = token_html(count_tokens(self.prompt.value, self.base))
         except Exception as e:  # noqa: BLE001 - a counter must never break typing
             raise_if_strict(e)
-            self.tokens.value = error_html(e)
+            self.tokens.value = error_line(e, GENERATOR_LABELS)
 
     def load(self):
         """Load the pipeline now (once per kernel; every later image reuses it)."""
@@ -157,7 +197,6 @@ class Generator:
         try:
             loaded = get_pipeline(self.base.load)
         except Exception as e:  # noqa: BLE001 - shown in the form
-            self.status.value = ""
             self.fail(e)
             return None
         notes = "; ".join(loaded.notes)
@@ -168,41 +207,14 @@ class Generator:
         return loaded
 
     def _draw_or_pending(self, s) -> int:
-        """The seed for the next image: the locked one, the previewed one, or a new one."""
-        if s.seed is not None:
-            return s.seed
-        p = self.preview
-        if p and p[0] == s.prompt and p[1] == s.enhance:
-            return p[2]
-        return draw_seed()
+        return enhanced.seed_for(self, s)
+
+    def _mark_stale_preview(self) -> None:
+        enhanced.mark_stale(self)
 
     def show_preview(self):
-        """Enhance the prompt now and show the text the model will get, with its tokens."""
-        from ...prompt import enhancer
-
-        self.message.value = ""
-        try:
-            s = self.settings()
-            require_prompt(s.prompt)
-            seed = self._draw_or_pending(s)
-            enh = enhancer.enhance(s.prompt, backend=s.enhance, model=s.enhance_model, seed=seed,
-                                   use_cache=s.enhance_cache, fallback=s.enhance_fallback)
-        except Exception as e:  # noqa: BLE001 - shown in the form
-            self.enhanced.value = ""
-            self.fail(e)
-            return None
-        self._mark(None)
-        self.preview = (s.prompt, s.enhance, seed, enh)
-        if enh.backend == "none":
-            self.enhanced.value = note("info", "enhance is none: the model gets the prompt as typed")
-            return enh
-        how = f"{esc(enh.backend)}" + (f" ({esc(enh.model)})" if enh.model else "")
-        if enh.fallback_from:
-            how += f", fell back from {esc(enh.fallback_from)}"
-        self.enhanced.value = (f'<div class="fluxnb-enhanced"><b>Enhanced</b> by {how}, seed {seed}'
-                               f'{" (cached)" if enh.cached else ""}:<br><i>{esc(enh.enhanced)}</i>'
-                               f"{token_html(count_tokens(enh.enhanced, s))}</div>")
-        return enh
+        """Enhance the prompt now and show the text the model will get (front/ui/enhanced.py)."""
+        return enhanced.show_preview(self)
 
     def reuse_last_seed(self) -> None:
         if self.images:
@@ -210,15 +222,28 @@ class Generator:
             self.seed_mode.value = "lock"
 
     def _on_step(self, _pipe, i, _t, _kwargs):
-        self.progress.value = min(self.progress.value + 1, self.progress.max)
         steps = self._run_steps
-        n = (self.progress.value - 1) // steps + 1
-        self.status.value = note("info", f"image {n}/{self._run_count} · step {i + 1}/{steps}")
+        self.progress.value = min((self._image_no - 1) * steps + i + 1, self.progress.max)
+        self.status.value = note("info", f"image {self._image_no}/{self._run_count} · step {i + 1}/{steps}")
         return {}
 
+    def _on_preview(self, image, step) -> None:
+        self.image.value = png(image, 768)
+        self.image.layout.width = f"{min(768, max(256, self._run_width))}px"
+        self.image.layout.display = None
+
+    def stop(self) -> None:  # the Stop button
+        self.worker.control.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a Generate running in the background (inside a kernel) to end."""
+        return self.worker.wait(timeout)
+
     def run(self):
-        """The Generate button: validate, generate with a per-step progress bar, show, record."""
+        """The Generate button: validate, then generate (in a worker thread inside a kernel)
+        with a per-step progress bar, a live preview, Stop and Skip; show and record."""
         from ...image.make import generate
+        from ...image.preview import LivePreview
 
         if self.running:
             return None
@@ -230,57 +255,86 @@ class Generator:
         except Exception as e:  # noqa: BLE001 - shown in the form
             self.fail(e)
             return None
-        self._mark(None)
+        self.mark_field(None)
         self.running, self.generate_button.disabled = True, True
         self.generate_button.description = "Generating…"
-        self._run_steps, self._run_count = s.steps, s.count
+        self._run_steps, self._run_count, self._run_width, self._image_no = s.steps, s.count, s.width, 0
         self.progress.max, self.progress.value = s.steps * s.count, 0
         self.progress.bar_style = ""
-        try:
-            made = generate(settings=s, callbacks=(self._on_step,), progress=False)
-        except Exception as e:  # noqa: BLE001 - recorded in the run log by generate; shown here
+        self.status.value = note("info", "starting…")
+        every = self.preview_every or max(1, s.steps // 8)
+        hooks = (_ImageCounter(self), self._on_step, LivePreview(self._on_preview, every=every))
+
+        def work(control):
+            return generate(settings=s, callbacks=(control.callback(), *hooks), progress=False)
+
+        self.last = None
+        self.worker.start(work, self._done, skip=s.count > 1)
+        return self.last if isinstance(self.last, list) else None  # the images (outside a kernel)
+
+    def _done(self, made, error) -> None:
+        self.running, self.generate_button.disabled = False, False
+        self.generate_button.description = "Generate"
+        if isinstance(error, KeyboardInterrupt):
+            self.last = error
+            self._stopped(self.worker.control.step)
+            return
+        if error is not None:
+            self.last = error
             self.progress.bar_style = "danger"
-            self.status.value = ""
-            self.fail(e)
-            return None
-        finally:
-            self.running, self.generate_button.disabled = False, False
-            self.generate_button.description = "Generate"
+            self.fail(error)
+            return
+        self.last = made
+        self._finished(made)
+
+    def _stopped(self, step: int) -> None:
+        self.progress.bar_style = "warning"
+        self.status.value = note("warn", f"stopped at step {step}/{self._run_steps} of image {self._image_no}/"
+                                         f"{self._run_count}: nothing unfinished saved (recorded as interrupted)")
+        self.gallery.refresh()
+        if self.shown is not None:
+            self.show(self.shown)  # the preview goes; the image shown before comes back
+        else:
+            self.clear_result()
+
+    def _finished(self, made: list) -> None:
         self.progress.bar_style = "success"
+        self.progress.value = self.progress.max
+        skipped = self._run_count - len(made)
         total = sum(m.record.get("elapsed_s") or 0 for m in made)
-        self.status.value = note("ok", f"{len(made)} image(s) in {total:.1f} s")
+        self.status.value = note("ok", f"{len(made)} image(s) in {total:.1f} s"
+                                 + (f", {skipped} skipped" if skipped else ""))
         for item in made:
             self.images.append(item)
-            self.strip.children = (*self.strip.children, self._thumb(item))
+            self.gallery.add(item)
+        self.gallery.refresh()
+        if not made:
+            return
         if self.seed_mode.value == "random":
             self.seed.value = str(made[-1].seed)
         self.reuse_button.disabled = False
         self.show(made[-1])
-        return made
 
     # -- showing and restoring ------------------------------------------------------
     def show(self, item) -> None:
-        """Put an image and its settings on display."""
+        """Put an image, its settings and its file's links on display."""
         self.shown = item
-        self.image.value = png(item.image, 768)
-        self.image.layout.width = f"{min(768, max(256, item.image.width))}px"  # small images shown bigger
-        self.info.value = settings_html(item.record or item.metadata)
-
-    def _thumb(self, item):
-        W = w()
-        thumb = W.Image(value=png(item.image, 96), format="png", layout=W.Layout(width="96px"))
-        button = W.Button(description=f"↺ {item.seed}", tooltip="restore this image's settings",
-                          layout=W.Layout(width="96px"))
-        button.on_click(lambda _b, item=item: self.restore(item))
-        use = W.Button(description="→ input", tooltip="use this result as the init image", layout=W.Layout(width="96px"))
-        use.on_click(lambda _b, item=item: self.image_input.use(item.path))
-        box = W.VBox([thumb, button, use])
-        box.item = item
-        return box
+        image = item.image
+        self.image.value = png(image, 768)
+        self.image.layout.width = f"{min(768, max(256, image.width))}px"  # small images shown bigger
+        self.image.layout.display = None
+        rec = item.record or item.metadata
+        self.info.value = settings_html(rec)
+        self.actions.value = actions_html(item.path, meta_for(item))
+        self.gallery.highlight(item.path)
 
     def restore(self, item) -> None:
         """Set the form to an earlier image's settings (seed locked) and show it."""
-        s = item.settings
+        try:
+            s = item.settings
+        except Exception as e:  # noqa: BLE001 - an image of another session whose file cannot be read back
+            self.fail(e)
+            return
         self.prompt.value = s.prompt
         self.enhance.value = s.enhance
         set_preset(self.steps, self.steps_custom, "steps", s.steps)
@@ -292,29 +346,12 @@ class Generator:
         self.image_input.set(s)
         self.lora_picker.set(s)
         self.message.value = ""
-        self._mark(None)
+        self.mark_field(None)
+        self.progress.value, self.progress.bar_style = 0, ""
+        prompt = s.prompt if len(s.prompt) <= 60 else s.prompt[:59] + "…"
+        self.status.value = note("info", f"restored: seed {item.seed}, {s.steps} steps, guidance {s.guidance:g}, "
+                                         f"{s.size} — «{esc(prompt)}»; Generate makes it again")
         self.show(item)
-
-
-def settings_html(rec: dict) -> str:
-    """An image's settings and story as a small table."""
-    rows = [("prompt", rec.get("prompt"))]
-    if rec.get("enhanced_prompt"):
-        rows.append(("enhanced", f"{rec['enhanced_prompt']} ({rec.get('enhancer')})"))
-    clip = f"{rec.get('clip_tokens')}/{CLIP_LIMIT}"
-    if rec.get("clip_dropped"):
-        clip += f" — CLIP dropped «{rec['clip_dropped']}»"
-    rows += [("tokens", f"CLIP {clip} · T5 {rec.get('t5_tokens')}"), ("seed", rec.get("seed")),
-             ("steps", rec.get("steps")), ("guidance", rec.get("guidance")),
-             ("size", f"{rec.get('width')}x{rec.get('height')}"),
-             *([("input", f"{rec.get('task')} of {rec['init_image']} (strength {rec.get('strength')})")]
-               if rec.get("init_image") else []),
-             ("model", f"{rec.get('model_name') or rec.get('model')} ({rec.get('device')}, {rec.get('dtype')}, "
-                       f"offload {rec.get('offload')})"),
-             ("time", f"{rec.get('elapsed_s')} s"), ("file", rec.get("path"))]
-    body = "".join(f'<tr><th style="text-align:left;padding-right:8px">{k}</th><td class="fluxnb-info-{k}">'
-                   f"{esc(v)}</td></tr>" for k, v in rows)
-    return f'<table class="fluxnb-settings">{body}</table>'
 
 
 def generator(model: str | None = None, output_dir: str | None = None, *, load: bool = False, **settings) -> Generator:
@@ -326,5 +363,3 @@ def generator(model: str | None = None, output_dir: str | None = None, *, load: 
     if load:
         form.load()
     return form
-
-

@@ -1,11 +1,34 @@
 """The sweep form (ipywidgets) over fluxnb.sweeps: two axes and their values, the labelled
-grid inline, a copy saved where you say. Built by `fluxnb.ui.sweep_form(...)`."""
+grid inline, a copy saved where you say. Built by `fluxnb.ui.sweep_form(...)`.
+
+Inside a kernel the sweep runs in a worker thread (front/ui/running.py): Stop ends it at the
+next step (the cells made are kept, and running it again resumes), Skip skips the cell in
+progress. Bad values show as one red line in the form's terms; the old grid goes.
+"""
 
 from __future__ import annotations
 
 from ...errors import FluxnbError, raise_if_strict
 from ...config.settings import resolve
-from .widgets import error_html, esc, grid_image, note, png, preset_value, preset_widgets, row, w
+from ...image.callbacks import Callback
+from .running import run_controls
+from .theme import SWEEP_LABELS, error_line, style
+from .widgets import esc, grid_image, note, png, preset_value, preset_widgets, row, w
+
+
+class _Cells(Callback):
+    """The form's progress over the sweep's cells and their steps."""
+
+    def __init__(self, form, steps: int, cells: int):
+        self.form, self.steps, self.cells, self.done = form, steps, cells, 0
+
+    def step(self, pipe, i, t, tensors):
+        f = self.form
+        f.progress.value = min(self.done * self.steps + i + 1, f.progress.max)
+        f.status.value = note("info", f"{self.done}/{self.cells} cells made · step {i + 1}/{self.steps}")
+
+    def made(self, job, image):
+        self.done += 1
 
 
 # axis name -> the keyword of fluxnb.sweep that takes its values
@@ -32,18 +55,19 @@ class SweepForm:
         self.size, self.size_custom = preset_widgets("size", base.size, W.Text(value=base.size,
                                                       layout=W.Layout(width="110px")))
         self.yes = W.Checkbox(value=False, description="allow more cells than the cap", indent=False)
-        self.run_button = W.Button(description="Run sweep", button_style="primary", icon="th")
-        self.status, self.message, self.info, self.output = W.HTML(), W.HTML(), W.HTML(), W.Output()
-        self.grid = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.run_button = run_controls(self, "Run sweep", "th", "30%")  # + worker, Stop, Skip, progress
+        self.status, self.message, self.info = W.HTML(), W.HTML(), W.HTML()
+        self.grid = W.Image(format="png", layout=W.Layout(max_width="100%", display="none"))
         self.grid.add_class("fluxnb-grid")
         self.save_as = W.Text(placeholder="grids/my_grid.png", description="save as")
         self.save_button = W.Button(description="Save a copy", icon="save", disabled=True)
         self.run_button.on_click(lambda _b: self.run())
         self.save_button.on_click(lambda _b: self.save())
-        self.widget = W.VBox([self.prompt, row(self.rows_axis, self.rows_values), row(self.cols_axis, self.cols_values),
+        self.widget = W.VBox([style(), self.prompt, row(self.rows_axis, self.rows_values),
+                              row(self.cols_axis, self.cols_values),
                               row(self.steps, self.steps_custom, self.size, self.size_custom, self.yes),
-                              row(self.run_button, self.status), self.output, self.message, self.grid, self.info,
-                              row(self.save_as, self.save_button)])
+                              row(self.run_button, self.stop_button, self.skip_button, self.progress, self.status),
+                              self.message, self.grid, self.info, row(self.save_as, self.save_button)])
         self.widget.add_class("fluxnb-sweep")
 
     def _repr_mimebundle_(self, **kw):
@@ -61,31 +85,78 @@ class SweepForm:
         return {**kw, "rows": self.rows_axis.value, "cols": self.cols_axis.value, "model": self.base.model,
                 "out": self.base.output_dir, "yes": self.yes.value}
 
+    def fail(self, exc: BaseException) -> None:
+        """One red line in the form's terms; the stale status, progress and grid go."""
+        raise_if_strict(exc)
+        self.message.value = error_line(exc, SWEEP_LABELS)
+        self.status.value, self.info.value = "", ""
+        self.progress.value, self.progress.bar_style = 0, ""
+        self.clear_result()
+
+    def clear_result(self) -> None:
+        self.result = None
+        self.grid.layout.display = "none"
+        self.save_button.disabled = True
+
+    def stop(self) -> None:
+        """End the sweep at the next step (the Stop button)."""
+        self.worker.control.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a sweep running in the background (inside a kernel) to end."""
+        return self.worker.wait(timeout)
+
     def run(self):
-        """Run the sweep (fluxnb.sweep) and show its grid."""
+        """Run the sweep (fluxnb.sweep; in a worker thread inside a kernel) and show its grid."""
+        from ...runs import sweep as sweeps
+
+        if self.worker.running:
+            return None
         self.message.value = ""
-        self.run_button.disabled = True
-        self.status.value = note("info", "running the sweep…")
         try:
             kwargs = self.arguments()
-            from ...runs import sweep as sweeps
-
-            self.output.clear_output()
-            with self.output:  # the sweep's progress bar over the cells shows in the form
-                self.result = sweeps.sweep(self.prompt.value, **kwargs)
-        except Exception as e:  # noqa: BLE001 - shown in the form
-            raise_if_strict(e)
-            self.status.value = ""
-            self.message.value = error_html(e)
+            p = sweeps.plan(self.prompt.value, **kwargs)  # every value checked before anything runs
+        except Exception as e:  # noqa: BLE001 - shown in the form, never as a traceback
+            self.fail(e)
             return None
-        finally:
-            self.run_button.disabled = False
-        r = self.result
-        self.grid.value = png(grid_image(r), 1536)
+        self.clear_result()
+        self.info.value = ""
+        self.run_button.disabled = True
+        steps = max(c.settings.steps for c in p.cells)
+        self.progress.max, self.progress.value, self.progress.bar_style = steps * len(p.cells), 0, ""
+        self.status.value = note("info", f"running the sweep: {len(p.cells)} cells…")
+
+        def work(control):
+            return sweeps.run(p, callbacks=(control.callback(), _Cells(self, steps, len(p.cells))), progress=False)
+
+        self.worker.start(work, self._done, skip=len(p.cells) > 1)
+        return self.result
+
+    def _done(self, r, error) -> None:
+        self.run_button.disabled = False
+        if isinstance(error, KeyboardInterrupt):
+            self.progress.bar_style = "warning"
+            self.status.value = note("warn", f"stopped at step {self.worker.control.step}: the cells made are kept; "
+                                             "Run sweep again makes the rest")
+            return
+        if error is not None:
+            self.progress.bar_style = "danger"
+            self.fail(error)
+            return
+        self.result = r
+        self.progress.value, self.progress.bar_style = self.progress.max, "success"
+        missing = [c for c in r.plan.cells if getattr(c, "image", None) is None]
+        if missing or not r.grids:
+            self.status.value = note("warn", f"{len(missing)} cell(s) skipped: no grid yet; Run sweep again makes "
+                                             "them (the cells made are kept)")
+            return
+        image = grid_image(r)
+        self.grid.value = png(image, 1536)
+        self.grid.layout.width = f"{min(image.width, 1536)}px"  # its own size: a small grid is not stretched
+        self.grid.layout.display = None
         self.status.value = note("ok", f"{len(r.images)} images, sweep {esc(r.sweep_id)}")
         self.info.value = f'<div class="fluxnb-grid-path">grid saved: {esc(r.grid)}</div>'
         self.save_button.disabled = False
-        return r
 
     def save(self):
         """Save a copy of the grid under the name given (never over an existing file)."""
@@ -103,7 +174,7 @@ class SweepForm:
             path = write_new(target.parent, target.name, Path(self.result.grid).read_bytes())
         except Exception as e:  # noqa: BLE001 - shown in the form
             raise_if_strict(e)
-            self.message.value = error_html(e)
+            self.message.value = error_line(e, SWEEP_LABELS)
             return None
         self.info.value += f'<div class="fluxnb-saved">copy saved: {esc(path)}</div>'
         return path

@@ -13,7 +13,7 @@ from ...errors import FluxnbError
 
 log = logging.getLogger(__name__)
 CUSTOM = "custom"
-ERROR_BORDER = "2px solid #d33"
+ERROR_BORDER = "2px solid var(--jp-error-color1, #d33)"
 
 
 def w():
@@ -35,9 +35,13 @@ def png(image, max_side: int) -> bytes:
     return buf.getvalue()
 
 
+THEME_COLOURS = {"error": "var(--jp-error-color1, #b00020)", "warn": "var(--jp-warn-color1, #9a6700)",
+                 "ok": "var(--jp-success-color1, #1a7f37)", "info": "var(--jp-ui-font-color2, #555)"}
+
+
 def note(kind: str, text: str) -> str:
-    colour = {"error": "#b00020", "warn": "#9a6700", "ok": "#1a7f37", "info": "#555"}[kind]
-    return f'<div class="fluxnb-{kind}" style="color:{colour}">{text}</div>'
+    """A status line coloured by JupyterLab's theme (readable in the dark theme too)."""
+    return f'<div class="fluxnb-{kind}" style="color:{THEME_COLOURS[kind]}">{text}</div>'
 
 
 def error_html(exc: Exception) -> str:
@@ -99,8 +103,10 @@ def preset_widgets(kind: str, value, custom):
     W = w()
     values = presets(SETTINGS[kind])
     options = [(f"{name} ({val})", name) for name, val in values.items()] + [(CUSTOM, CUSTOM)]
-    drop = W.Dropdown(options=options, description=kind, layout=W.Layout(width="200px"),
-                      style={"description_width": "60px"})
+    drop = W.Dropdown(options=options, description=kind, layout=W.Layout(width="280px" if kind == "size" else "220px"),
+                      style={"description_width": "64px"})
+    drop.add_class(f"fluxnb-{kind}")
+    custom.add_class(f"fluxnb-{kind}-custom")
     set_preset(drop, custom, kind, value)
 
     def picked(change):  # a preset shows its value in the (disabled) custom field

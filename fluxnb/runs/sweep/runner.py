@@ -122,8 +122,12 @@ def run(p: Plan, *, batch_size: int | None = None, staged: bool | None = None, c
         if bar is not None:
             bar.close()
 
-    # 3. Draw and save one grid per page.
+    # 3. Draw and save one grid per page (none while a skipped cell is missing: a rerun makes it).
     result = SweepResult(p.sweep_id, p, p.cells)
+    missing = [c for c in p.cells if getattr(c, "image", None) is None]
+    if missing:
+        log.warning("%d cell(s) skipped: no grid; run the sweep again to make them", len(missing))
+        return result
     for g in range(p.n_grids):
         image, path = save_sweep_grid(p, g)
         result.grid_images.append(image)
