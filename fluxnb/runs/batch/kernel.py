@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ...errors import FluxnbError, RuntimeFailure
+from ...logs import say
 from ...outputs import runlog
 from ...outputs.recover import tidy_and_recover
 from .params import Plan, preflight, size_text
@@ -112,7 +113,9 @@ def _make(p: Plan, todo: list) -> None:
                 f" {item.enhance}" if len(p.enhances) > 1 else "")
             made, failed = path.attempt(Job(s, item.seed, extra))
             if failed is None:
-                log.info("%s ok %.2f s -> %s", head, made.record.get("elapsed_s", 0.0), made.path)
+                took = made.record.get("elapsed_s")
+                took = f" {took:.2f} s" if isinstance(took, (int, float)) else ""
+                say(f"{head} ok{took} -> {made.path}", log)  # good news to stdout; failures below to stderr
                 del made
                 continue
             log.warning("%s %s: %s", head, failed["status"], failed["error"])

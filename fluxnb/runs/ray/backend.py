@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ...outputs import metadata as output, runlog
 from ...errors import FluxnbError
+from ...logs import say
 from .items import Task, Worker, adopt_orphans, land, record_failure, recover  # noqa: F401 - Task: the items made here
 from ...outputs.files import remove_temp_files
 
@@ -333,8 +334,8 @@ def make_batch(p, todo: list):
         head = f"[{count[0]}/{len(tasks)}] {task.label}"
         if out["status"] == "ok":
             took = f" {out['elapsed_s']:.2f} s" if out.get("elapsed_s") is not None and not out["recovered"] else ""
-            batch_log.info("%s ok%s -> %s (%s)", head, took, out["path"],
-                           "finished by a worker that died" if out["recovered"] else out["worker"])
+            say(f"{head} ok{took} -> {out['path']} ("
+                f"{'finished by a worker that died' if out['recovered'] else out['worker']})", batch_log)  # stdout
         else:
             batch_log.warning("%s %s: %s", head, out["status"], out["error"])
 
