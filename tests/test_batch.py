@@ -302,9 +302,12 @@ def test_batch_runs_reruns_and_forces_without_leaking_secrets(tiny_model, tmp_pa
     assert len(ok_records(out)) == 4
     assert "0 made, 4 skipped" in json.dumps(nbformat.read(plain, as_version=4).cells)
 
-    # 3. --force redoes made items (here those of seed 1); -p overrides a key.
-    assert cli.main(["batch", str(f), "--out", str(out), "--force", "-p", "seeds", "[1]"]) == 0
-    assert "2 items: 2 made, 0 skipped" in capsys.readouterr().out
+    # 3. --force redoes made items (here those of seed 1); -p overrides a key; --json: stdout holds
+    #    the JSON summary alone (the items' lines go to stderr then).
+    assert cli.main(["batch", str(f), "--out", str(out), "--force", "-p", "seeds", "[1]", "--json"]) == 0
+    printed = capsys.readouterr()
+    assert (json.loads(printed.out)["items"], json.loads(printed.out)["made"]) == (2, 2)
+    assert printed.err.count(" ok ") == 2
     recs = ok_records(out)
     assert len(recs) == 6 and sorted(r["seed"] for r in recs[4:]) == [1, 1]
     assert len(list(out.glob("flux_*.jpg"))) == 6

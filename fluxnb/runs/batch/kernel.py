@@ -57,12 +57,12 @@ def execute(p: Plan) -> datetime:
     lock = _lock(p)
     try:
         if tidy_and_recover(p.output_dir):
-            log.info("recorded image(s) a killed run had written but not recorded in %s", p.output_dir)
+            say(f"recorded image(s) a killed run had written but not recorded in {p.output_dir}", log)
         fresh = runlog.ok_paths(p.output_dir)
         p.done = {i.id: fresh[i.id] for i in p.items if i.id in fresh}
         todo = p.todo
         if len(todo) < len(p.items):
-            log.info("skipping %d item(s) already made (force: true redoes them)", len(p.items) - len(todo))
+            say(f"skipping {len(p.items) - len(todo)} item(s) already made (force: true redoes them)", log)
         if todo:
             preflight(p)
             if p.backend == "ray":

@@ -322,7 +322,7 @@ def make_batch(p, todo: list):
     # 1. Images a killed run wrote but never recorded are recorded now, not made again.
     adopted = {} if p.force else adopt_orphans(p.output_dir, tasks)
     if adopted:
-        batch_log.info("recorded %d image(s) a killed run had written but not recorded", len(adopted))
+        say(f"recorded {len(adopted)} image(s) a killed run had written but not recorded", batch_log)
         p.done.update(adopted)
         tasks = [t for t in tasks if t.id not in adopted]
 
