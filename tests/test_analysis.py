@@ -120,11 +120,15 @@ def test_seeds_plot_names_each_seed_once_without_overlap_and_says_how_many(outdi
 def test_tables_cut_long_prompts_and_keep_the_full_text(df):
     long = "a lighthouse on a cliff at dusk, " * 8
     df = df.assign(prompt=[long] + list(df["prompt"][1:]))
-    assert analysis.shorten(long) == long[:59].rstrip() + "…" and len(analysis.shorten(long)) <= 60
+    assert analysis.shorten(long) == "a lighthouse on a cliff at dusk, a lighthouse on a cliff…"   # between words
+    assert analysis.shorten("x" * 80) == "x" * 59 + "…" and analysis.shorten("a  b\n c") == "a b c"
     assert analysis.shorten("a fox") == "a fox" and analysis.shorten(None) is None
     table = analysis.readable(df)
     assert table.loc[0, "prompt"].endswith("…") and len(table.loc[0, "prompt"]) <= analysis.PROMPT_WIDTH
     assert table.loc[0, "path"] == "0.jpg" and df.loc[0, "prompt"] == long   # the DataFrame given keeps it all
+    styled = analysis.show(df).to_html()                                        # as the notebook shows it
+    assert "white-space: nowrap" in styled and long.strip() in styled and "/x/0.jpg" in styled  # whole, as tooltips
+    assert ">a lighthouse on a cliff at dusk, a lighthouse on a cliff…<" in styled and ">3.5<" in styled
     slow = analysis.slowest(df, 3)
     assert list(slow["id"]) == ["id3", "id5", "id4"] and list(slow.columns[:2]) == ["elapsed_s", "prompt"]
     assert list(slow["elapsed_s"]) == [9.0, 8.0, 6.0] and slow["prompt"].str.len().max() <= 60

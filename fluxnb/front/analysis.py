@@ -115,11 +115,18 @@ PROMPT_WIDTH = 60   # characters of a prompt a table shows
 
 
 def shorten(text, width: int = PROMPT_WIDTH):
-    """`text` cut to `width` characters, ending in … when cut; not text (None, NaN): as it is."""
+    """`text` on one line, cut to `width` characters (between words when one ends near the
+    cut), ending in … when cut; not text (None, NaN): as it is."""
     if not isinstance(text, str):
         return text
     text = " ".join(text.split())
-    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
+    if len(text) <= width:
+        return text
+    cut = text[:width - 1]
+    space = cut.rfind(" ")
+    if space >= width * 3 // 4:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.") + "…"
 
 
 def readable(table, width: int = PROMPT_WIDTH):
@@ -132,6 +139,26 @@ def readable(table, width: int = PROMPT_WIDTH):
     if "path" in out.columns:
         out["path"] = out["path"].map(lambda p: Path(p).name if isinstance(p, str) and p else p)
     return out
+
+
+def show(table, width: int = PROMPT_WIDTH):
+    """`table` as a notebook shows it readably: `readable`'s cut text, text columns on one
+    line and left-aligned, each cut text's whole as its tooltip, numbers as they are written
+    (3.5, not 3.500000). A pandas Styler (the table from `readable` where jinja2, which
+    Styler needs, is missing)."""
+    short = readable(table, width)
+    try:
+        styler = short.style
+    except ImportError:
+        return short
+    text = [c for c in ("prompt", "enhanced_prompt", "error", "path") if c in short.columns]
+    floats = [c for c in short.columns if str(short[c].dtype).startswith(("float", "Float"))]
+    styler = styler.format(lambda v: f"{v:g}", subset=floats, na_rep="")
+    if text:
+        styler = styler.set_properties(subset=text, **{"text-align": "left", "white-space": "nowrap"})
+        tips = table[text].astype("object").where(short[text] != table[text], "").fillna("")
+        styler = styler.set_tooltips(tips.astype(str))
+    return styler
 
 
 def slowest(df, n: int = 10, width: int = PROMPT_WIDTH):
