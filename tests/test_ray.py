@@ -248,6 +248,7 @@ def test_workers_killed_at_every_stage_and_each_item_is_done_exactly_once(cluste
     params = {**PARAMS, "seeds": [1, 2, 3], "output_dir": str(out)}
     batch.execute(batch.plan(params))
     before = runlog.read(out)
+    capsys.readouterr()  # what the local run said
     stages = ("in-render", "after-image", "after-record")
     for name in stages:
         (cluster.switches / name).write_text("")
