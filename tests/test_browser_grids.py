@@ -98,6 +98,13 @@ def test_sweep_grids_in_jupyterlab_are_unstretched_alike_and_clickable(sweep_lab
             assert tab.url.endswith(form["cells"][4][4])
             assert tab.evaluate("() => [document.images[0].naturalWidth, document.images[0].naturalHeight]") == [64, 64]
             assert (out / Path(form["cells"][4][4]).name).is_file()
+            # 5. And so does clicking a cell of the code output's grid (shown by JupyterLab's renderer).
+            with page.context.expect_page() as opened:
+                code_grid.locator("a.fluxnb-cell").nth(1).click()
+            tab = opened.value
+            tab.wait_for_load_state()
+            assert tab.url.endswith(code["cells"][1][4]), tab.url
+            assert tab.evaluate("() => [document.images[0].naturalWidth, document.images[0].naturalHeight]") == [64, 64]
         finally:
             page.screenshot(path=str(tmp_path / "jupyterlab.png"), full_page=True)
             browser.close()

@@ -48,13 +48,13 @@ def grid_html(image, cells: list, *, alt: str = "grid") -> str:
     W, H = image.size
     small = cells and min(min(b[2], b[3]) for b, _p in cells) < PIXELATED_BELOW
     crisp = "image-rendering:pixelated;" if small else ""
-    links = []
+    links, servers = [], jupyter_servers()
     for (x, y, cw, ch), path in cells:
         if path is None:
             continue
         place = (f"left:{100 * x / W:.4f}%;top:{100 * y / H:.4f}%;width:{100 * cw / W:.4f}%;"
                  f"height:{100 * ch / H:.4f}%")
-        links.append(f'<a class="fluxnb-cell" href="{html.escape(files_url(path))}" target="_blank" '
+        links.append(f'<a class="fluxnb-cell" href="{html.escape(files_url(path, servers))}" target="_blank" '
                      f'rel="noopener" title="open {html.escape(Path(path).name)}" style="{place}"></a>')
     src = f"data:{mime};base64,{base64.b64encode(data).decode()}"
     return (f'{STYLE}<div class="fluxnb-gridview" style="position:relative;display:inline-block;max-width:100%;'
@@ -66,12 +66,13 @@ def grid_html(image, cells: list, *, alt: str = "grid") -> str:
 # Where the browser finds a file
 # ---------------------------------------------------------------------------------------
 
-def files_url(path: str | os.PathLike) -> str:
+def files_url(path: str | os.PathLike, servers: list | None = None) -> str:
     """The address at which the browser opens `path`: `<base_url>files/<path under the
     server's root>` of the Jupyter server this kernel runs under; else (no server, or a file
-    outside its root) a path relative to the working folder, else a file:// address."""
+    outside its root) a path relative to the working folder, else a file:// address.
+    `servers`: `jupyter_servers()`, when already read."""
     p = Path(path).resolve()
-    for server in jupyter_servers():
+    for server in jupyter_servers() if servers is None else servers:
         try:
             rel = p.relative_to(Path(server["root_dir"]).expanduser().resolve())
         except (KeyError, ValueError, OSError):
@@ -85,8 +86,9 @@ def files_url(path: str | os.PathLike) -> str:
 
 
 def jupyter_servers() -> list[dict]:
-    """The running Jupyter servers' runtime files (root_dir, base_url, ...), the one this
-    kernel's parent process runs first; [] when there are none (or Jupyter is not installed)."""
+    """The running Jupyter servers' root folders and base URLs ({"root_dir", "base_url"}, from
+    their runtime files; nothing else is kept), the one this kernel's parent process runs
+    first; [] when there are none (or Jupyter is not installed)."""
     try:
         from jupyter_core.paths import jupyter_runtime_dir
 
@@ -104,9 +106,9 @@ def jupyter_servers() -> list[dict]:
             continue
         if not isinstance(info, dict):
             continue
-        info["root_dir"] = info.get("root_dir") or info.get("notebook_dir")  # the classic notebook's name
-        if info["root_dir"] and (f.stem.endswith(f"-{parent}") or _alive(info.get("pid"))):
-            servers.append(info)
+        root = info.get("root_dir") or info.get("notebook_dir")  # the classic notebook's name for it
+        if root and (f.stem.endswith(f"-{parent}") or _alive(info.get("pid"))):
+            servers.append({"root_dir": root, "base_url": info.get("base_url") or "/"})
     return servers
 
 
