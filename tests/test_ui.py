@@ -329,6 +329,8 @@ def test_sweep_form_runs_a_sweep_shows_and_saves_the_grid(tiny_model, outdir, tm
     assert f"copy saved: {copy.resolve()}" in form.info.value and not list(Path.cwd().glob("*.png"))
     form.save_as.value = "mine/best.png"  # a relative name: within the output folder too
     assert form.save() == Path(r.grid).resolve().parent / "mine" / "best.png"
+    form.save_as.value = str(tmp_path / "copies")  # a folder: the copy goes in it
+    assert form.save() == (tmp_path / "copies" / copy.name).resolve()
 
 
 def test_ui_import_is_light():

@@ -27,7 +27,8 @@ def show_grid(widget, result) -> None:
 def save_copy(result, name: str | os.PathLike | None = None) -> Path:
     """Save a copy of a sweep's grid (never over an existing file: `_1`, `_2`... are added)
     and return its full path. No name: `<grid>_copy.png` beside the grid in the output
-    folder; a relative name is taken within that folder too; `~` is expanded."""
+    folder; a relative name is taken within that folder too; a folder (an existing one, or a
+    name ending in /) gets `<grid>_copy.png` in it; `~` is expanded."""
     from ...outputs.files import write_new
 
     if result is None or result.grid is None:
@@ -37,6 +38,8 @@ def save_copy(result, name: str | os.PathLike | None = None) -> Path:
     target = Path(text).expanduser() if text else Path(f"{grid.stem}_copy.png")
     if not target.is_absolute():
         target = grid.parent / target
+    if text.endswith(("/", os.sep)) or target.is_dir():  # a folder: the copy goes in it
+        target = target / f"{grid.stem}_copy.png"
     if target.suffix.lower() != ".png":
         raise FluxnbError(f"save as {text!r}: grids are PNG files (they carry the sweep's metadata)",
                           field="save", value=text, fix="use a name ending in .png")
