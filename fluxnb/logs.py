@@ -141,3 +141,13 @@ def setup(level: int = logging.INFO, *, file: bool = True, stream=None) -> None:
         fh.addFilter(SecretFilter())
         fh._fluxnb = True
         logger.addHandler(fh)
+
+
+def say(text: str, logger: logging.Logger | None = None) -> None:
+    """A line of good news a person follows (a batch item made): to stdout, scrubbed, where
+    a notebook shows it plainly (its stderr box is red, for warnings and errors); the log
+    file gets it too (at DEBUG, through `logger`)."""
+    text = scrub(text)
+    print(text, file=sys.stdout, flush=True)
+    if logger is not None:
+        logger.debug("%s", text)

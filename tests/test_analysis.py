@@ -86,11 +86,53 @@ def test_plots_draw_the_data(df):
     assert sorted(len(c.get_offsets()) for c in ax.collections) == [1, 5]
     assert ax.get_xlabel() == "steps" and "128x64" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
     assert [p.get_height() for p in analysis.plot_per_day(df).patches] == [3, 3]
-    assert [p.get_height() for p in analysis.plot_seeds(df).patches][0] == 3
+    assert [p.get_width() for p in analysis.plot_seeds(df).patches] == [3, 1, 1, 1]  # most used first
     heights = [p.get_height() for p in analysis.plot_enhanced(df).patches]
     assert heights == [12, 5, 14, 4]  # CLIP (local, none), then T5 (local, none)
     empty = df.iloc[0:0]
     assert "no images yet" in analysis.plot_speed(empty).texts[0].get_text()
+
+
+def test_seeds_plot_names_each_seed_once_without_overlap_and_says_how_many(outdir):
+    import matplotlib.pyplot as plt
+
+    seeds = [4_000_000_000 + 7919 * k for k in range(25)]
+    n = 0
+    for k, seed in enumerate(seeds):
+        for _ in range(1 + (k < 3)):       # the first three seeds used twice
+            runlog.append(outdir, rec(n, seed=seed))
+            n += 1
+    df = runlog.load(outdir)
+    ax = analysis.plot_seeds(df, top=20)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[:3] == [str(s) for s in seeds[:3]] and len(labels) == 20 and len(set(labels)) == 20
+    assert [p.get_width() for p in ax.patches][:4] == [2, 2, 2, 1]
+    assert ax.get_title() == "images per seed: the 20 most used of 25 seeds"
+    ax.figure.canvas.draw()
+    boxes = sorted((t.get_window_extent() for t in ax.get_yticklabels()), key=lambda b: b.y0)
+    assert all(a.y1 <= b.y0 + 0.5 for a, b in zip(boxes, boxes[1:]))   # no label over another
+    plt.close(ax.figure)
+    assert analysis.plot_seeds(df, top=30).get_title() == "images per seed (all 25 seeds)"
+    assert analysis.seed_label(42.0) == "42" and analysis.seeds_title(1, 1) == "images per seed (all 1 seed)"
+    plt.close("all")
+
+
+def test_tables_cut_long_prompts_and_keep_the_full_text(df):
+    long = "a lighthouse on a cliff at dusk, " * 8
+    df = df.assign(prompt=[long] + list(df["prompt"][1:]))
+    assert analysis.shorten(long) == "a lighthouse on a cliff at dusk, a lighthouse on a cliff…"   # between words
+    assert analysis.shorten("x" * 80) == "x" * 59 + "…" and analysis.shorten("a  b\n c") == "a b c"
+    assert analysis.shorten("a fox") == "a fox" and analysis.shorten(None) is None
+    table = analysis.readable(df)
+    assert table.loc[0, "prompt"].endswith("…") and len(table.loc[0, "prompt"]) <= analysis.PROMPT_WIDTH
+    assert table.loc[0, "path"] == "0.jpg" and df.loc[0, "prompt"] == long   # the DataFrame given keeps it all
+    styled = analysis.show(df).to_html()                                        # as the notebook shows it
+    assert "white-space: nowrap" in styled and long.strip() in styled and "/x/0.jpg" in styled  # whole, as tooltips
+    assert ">a lighthouse on a cliff at dusk, a lighthouse on a cliff…<" in styled and ">3.5<" in styled
+    slow = analysis.slowest(df, 3)
+    assert list(slow["id"]) == ["id3", "id5", "id4"] and list(slow.columns[:2]) == ["elapsed_s", "prompt"]
+    assert list(slow["elapsed_s"]) == [9.0, 8.0, 6.0] and slow["prompt"].str.len().max() <= 60
+    assert analysis.slowest(df, 10)["prompt"].iloc[-1].endswith("…")        # id0, the fastest, has the long one
 
 
 def test_export_roundtrip_and_bad_extension(df, tmp_path):

@@ -174,7 +174,7 @@ def test_secrets_never_become_parameters(tmp_path, capsys, monkeypatch):
         batch.preflight(batch.plan({"model": "tiny", "enhance": "claude", "output_dir": str(tmp_path / "o")}))
 
 
-def test_failures_are_recorded_and_the_batch_goes_on(tmp_path, monkeypatch):
+def test_failures_are_recorded_and_the_batch_goes_on(tmp_path, monkeypatch, capsys):
     """execute() with a fake generate: an unexpected error is recorded (scrubbed) and the
     batch goes on; a full disk stops it; check() lists what failed or was not made."""
     import fluxnb.image.make
@@ -204,6 +204,11 @@ def test_failures_are_recorded_and_the_batch_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr(fluxnb.model.pipeline, "get_pipeline", lambda key: None)
     started = batch.execute(p)
     assert calls == [1, 2, 3, 4]  # 5 never started: the disk is full
+    said = capsys.readouterr()
+    made_lines = [f"[1/5] P1 seed 1 ok -> {out / '1.png'}", f"[3/5] P1 seed 3 ok -> {out / '3.png'}"]
+    assert [ln for ln in said.out.splitlines() if " ok" in ln] == made_lines   # good news: stdout
+    assert "seed 1 ok" not in said.err and "seed 2 error" in said.err and "disk is full" in said.err
+    assert "seed 2 error" not in said.out                                       # failures: stderr
     s = batch.summarize(p, started)
     assert (s.made, s.failed, s.missing, s.skipped, s.seconds_per_image) == (2, 2, 1, 0, 0.5)
     assert [(f["seed"], f["status"]) for f in s.failures] == [(2, "error"), (4, "disk_full")]
@@ -274,12 +279,18 @@ def test_batch_runs_reruns_and_forces_without_leaking_secrets(tiny_model, tmp_pa
     assert len(list(out.glob("flux_*.jpg"))) == 4
     assert {(r["batch_id"], r["model"], r["width"], r["steps"]) for r in recs} == {(p.batch_id, "tiny", 64, 4)}
     assert f"batch {p.batch_id}: 4 items: 4 made, 0 skipped, 0 failed" in printed.out
+    assert printed.out.count(" ok ") == 4 and "[4/4] P2 seed 2 ok " in printed.out  # each image: stdout,
+    assert " ok " not in printed.err                                                   # not the red box
     [report] = out.glob(f"batch_{p.batch_id}_*.ipynb")
     nb = nbformat.read(report, as_version=4)
     assert nb.metadata.papermill.parameters == {"model": "tiny", "output_dir": str(out)}
     assert all(c.metadata.get("jupyter", {}).get("source_hidden") for c in nb.cells if c.cell_type == "code")
     text = json.dumps(nb.cells)
     assert "4 made, 0 skipped" in text and "image/jpeg" in text and "fluxnb-report://" not in report.read_text()
+    [run_cell] = [c for c in nb.cells if "batch.execute(plan)" in c.source]
+    streams = {name: "".join(o.text for o in run_cell.outputs if o.output_type == "stream" and o.name == name)
+               for name in ("stdout", "stderr")}
+    assert streams["stdout"].count(" ok ") == 4 and " ok " not in streams["stderr"]  # not the red box
     [sheet] = out.glob(f"contact_{p.batch_id}_*.png")
     assert f"contact sheet: {sheet}" in printed.out
 
@@ -291,9 +302,12 @@ def test_batch_runs_reruns_and_forces_without_leaking_secrets(tiny_model, tmp_pa
     assert len(ok_records(out)) == 4
     assert "0 made, 4 skipped" in json.dumps(nbformat.read(plain, as_version=4).cells)
 
-    # 3. --force redoes made items (here those of seed 1); -p overrides a key.
-    assert cli.main(["batch", str(f), "--out", str(out), "--force", "-p", "seeds", "[1]"]) == 0
-    assert "2 items: 2 made, 0 skipped" in capsys.readouterr().out
+    # 3. --force redoes made items (here those of seed 1); -p overrides a key; --json: stdout holds
+    #    the JSON summary alone (the items' lines go to stderr then).
+    assert cli.main(["batch", str(f), "--out", str(out), "--force", "-p", "seeds", "[1]", "--json"]) == 0
+    printed = capsys.readouterr()
+    assert (json.loads(printed.out)["items"], json.loads(printed.out)["made"]) == (2, 2)
+    assert printed.err.count(" ok ") == 2
     recs = ok_records(out)
     assert len(recs) == 6 and sorted(r["seed"] for r in recs[4:]) == [1, 1]
     assert len(list(out.glob("flux_*.jpg"))) == 6

@@ -90,3 +90,38 @@ def test_a_broken_model_fails_the_notebook_run(tmp_path, tiny_model, not_a_model
     failed = [n for n, (name, failure) in enumerate(broken.items()) if failure]
     assert failed[0] == form_cell, broken
     assert "model_index.json" in list(broken.values())[form_cell]
+
+
+def test_runlog_notebook_on_long_prompts_and_many_long_seeds(tmp_path, tiny_model, monkeypatch):
+    """runlog.ipynb, run strictly (papermill, FLUXNB_STRICT=1) on a log of what made it hard to
+    read: a long prompt and a dozen ten-digit seeds. The tables cut the prompt to 60 characters,
+    the seeds plot's title says it shows 10 of the 12 seeds, and the notebook's check passes."""
+    import html
+    import re
+
+    import nbformat
+
+    from fluxnb.image.make import generate
+    from fluxnb.runs.batch.notebook import execute_notebook
+
+    out = tmp_path / "log"
+    long = "a lighthouse on a cliff at dusk, oil painting, " * 4
+    generate(long, model="tiny", steps=1, size="64x64", seed=4_000_000_000, count=12, output_dir=str(out),
+             image_format="png", progress=False)
+    monkeypatch.setenv("FLUXNB_STRICT", "1")
+    monkeypatch.setenv("FLUXNB_MODEL", "tiny")
+    report = tmp_path / "runlog-run.ipynb"
+    execute_notebook(ROOT / "notebooks" / "runlog.ipynb", report, {"run_dir": str(out), "export_to": None},
+                     echo=False, report_mode=False)
+    nb = nbformat.read(report, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    [slowest] = [c for c in code if "analysis.show(slowest.head(10))" in c.source]
+    table = next(o for o in slowest.outputs if o.output_type == "execute_result").data["text/html"]
+    prompts = [html.unescape(p) for p in re.findall(r"<td [^>]*>(a lighthouse[^<]*)<", table)]
+    assert len(prompts) == 10 and all(len(p) <= 60 and p.endswith("…") for p in prompts), prompts
+    assert "white-space: nowrap" in table and "text-align: left" in table and long.strip() in table  # whole: tooltip
+    [seeds] = [c for c in code if c.source.startswith("top = ")]
+    assert any("image/png" in o.get("data", {}) for o in seeds.outputs)             # the plot was drawn
+    shown = next(o for o in seeds.outputs if o.output_type == "execute_result").data["text/html"]
+    assert shown.count("<th>40000000") == 10                                          # the 10 seeds the plot shows

@@ -248,12 +248,14 @@ def test_workers_killed_at_every_stage_and_each_item_is_done_exactly_once(cluste
     params = {**PARAMS, "seeds": [1, 2, 3], "output_dir": str(out)}
     batch.execute(batch.plan(params))
     before = runlog.read(out)
+    capsys.readouterr()  # what the local run said
     stages = ("in-render", "after-image", "after-record")
     for name in stages:
         (cluster.switches / name).write_text("")
     p = batch.plan({**params, "backend": "ray", "workers": 2, "force": True})
     summary = batch.summarize(p, batch.execute(p))
-    said = capsys.readouterr().err
+    printed = capsys.readouterr()
+    said = printed.err  # warnings and failures; the items made are on stdout
     assert not any((cluster.switches / name).exists() for name in stages), "a crash switch was never reached"
     assert said.count("died (") == 3
     assert (summary.made, summary.failed, summary.missing) == (6, 0, 0), summary
@@ -267,7 +269,8 @@ def test_workers_killed_at_every_stage_and_each_item_is_done_exactly_once(cluste
     assert not list(out.glob(".*.tmp")) and not list(out.glob(".ray_probe*"))
     # The image written before its crash was recorded from its metadata, not made again.
     assert sum(1 for r in new if r.get("recovered")) == 1
-    assert said.count("finished by a worker that died") == 2  # one from its record, one from its image
+    assert printed.out.count("finished by a worker that died") == 2  # one from its record, one from its image
+    assert printed.out.count(" ok") == 6 and " ok -> " not in said
 
 
 def test_failing_and_worker_killing_items_are_recorded_once_and_the_batch_goes_on(cluster, tmp_path, capsys):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import io
+import re
 import sys
+from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -306,8 +310,13 @@ def test_sweep_form_runs_a_sweep_shows_and_saves_the_grid(tiny_model, outdir, tm
     assert form.message.value == "", form.message.value
     r = form.result
     assert len(r.images) == 6 and "6 images" in form.status.value
-    grid = Image.open(io.BytesIO(form.grid.value))
+    assert form.grid.value == r._repr_html_()  # the same grid, at the same scale, as code output shows
+    m = re.search(r'src="data:image/png;base64,([^"]+)"[^>]* width="(\d+)"', form.grid.value)
+    grid = Image.open(io.BytesIO(base64.b64decode(m.group(1))))
+    assert grid.size == r.grid_image.size and int(m.group(2)) == grid.size[0]  # never stretched
     assert grid.size[0] > 3 * 64 and grid.size[1] > 2 * 64
+    cells = re.findall(r'<a class="fluxnb-cell" href="([^"]+)"', form.grid.value)
+    assert [Path(unquote(h)).name for h in cells] == [p.name for p in r.images]  # each cell opens its image
     recs = [x for x in runlog.read(outdir) if x.get("sweep_id") == r.sweep_id and x["status"] == "ok"]
     assert sorted((x["seed"], x["guidance"]) for x in recs) == [(s, g) for s in (1, 2) for g in (1.5, 3.5, 5.0)]
     form.save_as.value = str(tmp_path / "copies" / "grid.png")
@@ -318,6 +327,16 @@ def test_sweep_form_runs_a_sweep_shows_and_saves_the_grid(tiny_model, outdir, tm
     form.save_as.value = str(tmp_path / "grid.jpg")
     form.save_button.click()
     assert "grids are PNG files" in form.message.value
+    form.message.value = ""
+    form.save_as.value = ""  # no name: beside the grid in the output folder, not the working folder
+    form.save_button.click()
+    copy = Path(r.grid).with_name(Path(r.grid).stem + "_copy.png")
+    assert copy.read_bytes() == Path(r.grid).read_bytes() and form.message.value == ""
+    assert f"copy saved: {copy.resolve()}" in form.info.value and not list(Path.cwd().glob("*.png"))
+    form.save_as.value = "mine/best.png"  # a relative name: within the output folder too
+    assert form.save() == Path(r.grid).resolve().parent / "mine" / "best.png"
+    form.save_as.value = str(tmp_path / "copies")  # a folder: the copy goes in it
+    assert form.save() == (tmp_path / "copies" / copy.name).resolve()
 
 
 def test_ui_import_is_light():

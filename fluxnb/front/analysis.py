@@ -111,6 +111,65 @@ def select(df, where: str | None = None, sort: str | list | None = None, columns
     return out[list(columns)] if columns is not None else out
 
 
+PROMPT_WIDTH = 60   # characters of a prompt a table shows
+
+
+def shorten(text, width: int = PROMPT_WIDTH):
+    """`text` on one line, cut to `width` characters (between words when one ends near the
+    cut), ending in … when cut; not text (None, NaN): as it is."""
+    if not isinstance(text, str):
+        return text
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[:width - 1]
+    space = cut.rfind(" ")
+    if space >= width * 3 // 4:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.") + "…"
+
+
+def readable(table, width: int = PROMPT_WIDTH):
+    """A copy of a table for reading: prompts (and errors) cut to `width` characters with …,
+    paths as file names. The full text stays in the table given (and the run log), by `id`."""
+    out = table.copy()
+    for col in ("prompt", "enhanced_prompt", "error"):
+        if col in out.columns:
+            out[col] = out[col].map(lambda t: shorten(t, width))
+    if "path" in out.columns:
+        out["path"] = out["path"].map(lambda p: Path(p).name if isinstance(p, str) and p else p)
+    return out
+
+
+def show(table, width: int = PROMPT_WIDTH):
+    """`table` as a notebook shows it readably: `readable`'s cut text, text columns on one
+    line and left-aligned, each cut text's whole as its tooltip, numbers as they are written
+    (3.5, not 3.500000). A pandas Styler (the table from `readable` where jinja2, which
+    Styler needs, is missing)."""
+    short = readable(table, width)
+    try:
+        styler = short.style
+    except ImportError:
+        return short
+    text = [c for c in ("prompt", "enhanced_prompt", "error", "path") if c in short.columns]
+    floats = [c for c in short.columns if str(short[c].dtype).startswith(("float", "Float"))]
+    styler = styler.format(lambda v: f"{v:g}", subset=floats, na_rep="")
+    if text:
+        styler = styler.set_properties(subset=text, **{"text-align": "left", "white-space": "nowrap"})
+        tips = table[text].astype("object").where(short[text] != table[text], "").fillna("")
+        styler = styler.set_tooltips(tips.astype(str))
+    return styler
+
+
+def slowest(df, n: int = 10, width: int = PROMPT_WIDTH):
+    """The `n` slowest images, slowest first, as a readable table (`readable`): seconds,
+    the prompt cut to `width` characters, seed, steps, size, ...; the full prompts are in
+    `df` (by `id`)."""
+    cols = ["elapsed_s", "prompt", "seed", "steps", "guidance", "size", "model_name", "created_at", "id", "path"]
+    table = select(ok(df), sort="-elapsed_s").head(n)
+    return readable(table[[c for c in cols if c in table.columns]], width).reset_index(drop=True)
+
+
 def speed_table(df):
     """Seconds per image by steps and size: images, median and mean seconds, seconds per step."""
     made = ok(df).assign(size_px=lambda d: d["width"].astype("string") + "x" + d["height"].astype("string"))
@@ -195,17 +254,39 @@ def plot_per_day(df, ax=None):
     return ax
 
 
-def plot_seeds(df, ax=None, top: int = 20):
-    """The most used seeds (bars: images per seed)."""
-    ax = _axes(ax, f"seeds used (top {top})")
-    table = seeds_used(df).head(top)
-    if table.empty:
+def plot_seeds(df, ax=None, top: int = 10):
+    """Images per seed, the `top` most used (horizontal bars, most used at the top: seeds
+    are long numbers, written once each down the side, never overlapping); the title says
+    how many of how many seeds it shows."""
+    from matplotlib.ticker import MaxNLocator
+
+    table = seeds_used(df)
+    shown = table.head(top)
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _fig, ax = plt.subplots(figsize=(6, max(2.0, 1.0 + 0.3 * len(shown))))
+    ax.set_title(seeds_title(len(shown), len(table)))
+    if shown.empty:
         return _empty(ax, "images")
-    ax.bar([str(s) for s in table.index], table["images"])
-    ax.set_xlabel("seed")
-    ax.set_ylabel("images")
-    ax.tick_params(axis="x", labelrotation=45)
+    ax.barh([seed_label(s) for s in shown.index], shown["images"])
+    ax.invert_yaxis()
+    ax.set_ylabel("seed")
+    ax.set_xlabel("images")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return ax
+
+
+def seeds_title(shown: int, total: int) -> str:
+    """What the seeds plot shows: all the seeds, or the N most used of them."""
+    if shown >= total:
+        return f"images per seed (all {total} seed{'s' * (total != 1)})"
+    return f"images per seed: the {shown} most used of {total} seeds"
+
+
+def seed_label(seed) -> str:
+    """A seed as text: 42, not 42.0 (a column with gaps holds floats)."""
+    return str(int(seed)) if isinstance(seed, float) and seed.is_integer() else str(seed)
 
 
 def plot_enhanced(df, ax=None):

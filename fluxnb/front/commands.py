@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -175,8 +176,12 @@ def cmd_grid(args) -> int:
 def cmd_batch(args) -> int:
     from ..runs import batch
 
+    # --json: stdout holds the JSON alone (the items' lines, stdout otherwise, go to stderr).
+    lines = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     try:
-        summary = batch.run(args.params, out=args.out, parameters=args.param, force=args.force, **backend_args(args))
+        with lines:
+            summary = batch.run(args.params, out=args.out, parameters=args.param, force=args.force,
+                                **backend_args(args))
     except batch.BatchFailed as e:  # the summary on stdout, the failures as the error
         if e.summary is not None:
             print_batch(e.summary, args.json, failed=True)

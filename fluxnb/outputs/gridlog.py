@@ -34,12 +34,11 @@ class Grid:
     cells: list = field(default_factory=list)     # their run-log records
     boxes: list = field(default_factory=list)     # [x, y, w, h] of each cell in the image, row-major
 
-    def _repr_png_(self):
-        import io
+    def _repr_html_(self):
+        """The grid at its own scale, each cell a link to its image (`outputs.gridhtml`)."""
+        from .gridhtml import grid_html
 
-        buf = io.BytesIO()
-        self.image.save(buf, format="PNG")
-        return buf.getvalue()
+        return grid_html(self.image, list(zip(self.boxes, self.images)), alt=f"grid {self.path or ''}".strip())
 
 
 
@@ -104,7 +103,7 @@ def grid(df, rows: str | None = None, cols: str | None = None, where: str | None
     same = [n for n in TITLE_COLUMNS if n in sel and n not in shown and sel[n].nunique(dropna=False) == 1]
     title = [_label(n, _key(sel[n].iloc[0])) for n in same if n == "prompt"]
     title.append([_label(n, _key(sel[n].iloc[0])) for n in same
-                  if n != "prompt" and not (n == "enhancer" and sel[n].iloc[0] == "none")])
+                  if n != "prompt" and not (n == "enhancer" and _key(sel[n].iloc[0]) in ("none", None))])
     if where:
         title.append(f"where {where}")
     image, boxes = draw(matrix, [_label(rows, v) for v in rv] if rows else [],

@@ -11,11 +11,25 @@ text (the first cell's, which A1111 readers expect) and a `fluxnb` JSON chunk.
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 LABEL_LINES, TITLE_LINES = 3, 5
 MISSING = (216, 216, 216)  # a cell without an image
 REASON = "darkred"         # why, written in it
+MIN_FONT = 12              # label pixels, at least, as a notebook shows the grid
+SHOWN_WIDTH = 1024         # about how wide a notebook's output shows an image (wider ones are scaled down)
+MAX_FONT = 256
+
+
+def font_size(cell_w: int, cell_h: int, ncols: int = 1) -> int:
+    """Label font size for cells of `cell_w` x `cell_h`: a 16th of the cell's shorter side,
+    and never under MIN_FONT pixels once a grid `ncols` cells wide is scaled down to
+    SHOWN_WIDTH (the labels of a wide grid of large images stay readable), nor under
+    MIN_FONT at its own size (small cells get readable labels in the margin)."""
+    band = 8 * MIN_FONT  # about what the row labels take, scaled
+    shrink = max(1.0, ncols * cell_w / (SHOWN_WIDTH - band))
+    return int(min(MAX_FONT, max(MIN_FONT, min(cell_w, cell_h) / 16, math.ceil(MIN_FONT * shrink))))
 
 
 @functools.lru_cache(maxsize=8)
@@ -96,9 +110,11 @@ def paint_cell(canvas, pen, box: list, image=None, *, why: str = "", font=None) 
 def draw(images: list, row_labels: list, col_labels: list, title: list) -> tuple[object, list]:
     """A grid of `images` (rows x columns of PIL images, None for a missing cell) with
     labels. `title`: lines, each a string or a list of items. Returns (PIL image, boxes):
-    boxes[r][c] = [x, y, w, h] where cell (r, c) lies. Cells are as large as the largest
-    image; smaller ones are centred. A narrow grid is widened (up to ~32 characters'
-    width) for its title, the cells centred beneath."""
+    boxes[r][c] = [x, y, w, h] where cell (r, c)'s image lies. Cells are as large as the
+    largest image (of any size: smaller ones are centred, never scaled); cells narrower than
+    their labels get a wider column (up to 8 times the font size) so labels stay readable, always
+    outside the images. The font size comes from the cell size (`font_size`). A narrow grid
+    is widened (up to ~32 characters' width) for its title, the cells centred beneath."""
     from PIL import Image, ImageDraw
 
     # 1. Measure: cells, font, label bands, title.
@@ -107,15 +123,17 @@ def draw(images: list, row_labels: list, col_labels: list, title: list) -> tuple
     cw = max((im.width for im in present), default=64)
     ch = max((im.height for im in present), default=64)
     nrows, ncols = len(images), max(len(r) for r in images)
-    fs = max(12, min(40, min(cw, ch) // 12))
+    fs = font_size(cw, ch, ncols)
     font = label_font(fs)
     lh, pad, gap = line_height(font), fs // 2, max(2, fs // 4)
-    col_lines = [wrap(t, font, cw - 2, LABEL_LINES) for t in col_labels]
+    widest = max((font.getlength(t) for t in col_labels), default=0)
+    sw = max(cw, min(int(widest) + 4, 8 * fs))  # a column's width: the cells, or more for their labels
+    col_lines = [wrap(t, font, sw - 2, LABEL_LINES) for t in col_labels]
     row_w = min(max((font.getlength(t) for t in row_labels), default=0), max(cw, 12 * fs))
     row_lines = [wrap(t, font, row_w, LABEL_LINES + 1) for t in row_labels]
     rw = int(row_w) + 2 * pad if row_labels else 0
     hh = max((len(x) for x in col_lines), default=0) * lh + 2 * pad if col_labels else 0
-    block = rw + ncols * cw + (ncols - 1) * gap
+    block = rw + ncols * sw + (ncols - 1) * gap
     natural = max((font.getlength(" · ".join(t) if isinstance(t, (list, tuple)) else t) for t in title), default=0)
     width = max(block, min(int(natural) + 2 * pad, 32 * fs))
     x0 = (width - block) // 2
@@ -134,12 +152,12 @@ def draw(images: list, row_labels: list, col_labels: list, title: list) -> tuple
             write_lines(pen, (x0 + rw // 2, y + (ch - len(row_lines[r]) * lh) // 2), row_lines[r], font, anchor="ma")
         boxes.append([])
         for c in range(ncols):
-            x = x0 + rw + c * (cw + gap)
+            x = x0 + rw + c * (sw + gap)
             if r == 0 and c < len(col_lines):
-                write_lines(pen, (x + cw // 2, th + hh - pad - len(col_lines[c]) * lh), col_lines[c], font,
+                write_lines(pen, (x + sw // 2, th + hh - pad - len(col_lines[c]) * lh), col_lines[c], font,
                             anchor="ma")
             im = images[r][c] if c < len(images[r]) else None
-            boxes[-1].append(paint_cell(canvas, pen, [x, y, cw, ch], im))
+            boxes[-1].append(paint_cell(canvas, pen, [x, y, sw, ch], im))
     return canvas, boxes
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from ...errors import FluxnbError, raise_if_strict
 from ...config.settings import resolve
 from ...image.callbacks import Callback
+from .gridview import grid_widget, save_copy, show_grid
 from .running import run_controls
 from .theme import SWEEP_LABELS, error_line, style
-from .widgets import esc, grid_image, note, png, preset_value, preset_widgets, row, w
+from .widgets import esc, note, preset_value, preset_widgets, row, w
 
 
 class _Cells(Callback):
@@ -57,9 +58,9 @@ class SweepForm:
         self.yes = W.Checkbox(value=False, description="allow more cells than the cap", indent=False)
         self.run_button = run_controls(self, "Run sweep", "th", "30%")  # + worker, Stop, Skip, progress
         self.status, self.message, self.info = W.HTML(), W.HTML(), W.HTML()
-        self.grid = W.Image(format="png", layout=W.Layout(max_width="100%", display="none"))
-        self.grid.add_class("fluxnb-grid")
-        self.save_as = W.Text(placeholder="grids/my_grid.png", description="save as")
+        self.grid = grid_widget()  # as code output shows it: its own scale, each cell a link to its image
+        self.grid.layout.display = "none"
+        self.save_as = W.Text(placeholder="empty: beside the grid", description="save as")
         self.save_button = W.Button(description="Save a copy", icon="save", disabled=True)
         self.run_button.on_click(lambda _b: self.run())
         self.save_button.on_click(lambda _b: self.save())
@@ -150,28 +151,17 @@ class SweepForm:
             self.status.value = note("warn", f"{len(missing)} cell(s) skipped: no grid yet; Run sweep again makes "
                                              "them (the cells made are kept)")
             return
-        image = grid_image(r)
-        self.grid.value = png(image, 1536)
-        self.grid.layout.width = f"{min(image.width, 1536)}px"  # its own size: a small grid is not stretched
+        show_grid(self.grid, r)  # as code output shows it: its own scale, a link per cell
         self.grid.layout.display = None
         self.status.value = note("ok", f"{len(r.images)} images, sweep {esc(r.sweep_id)}")
         self.info.value = f'<div class="fluxnb-grid-path">grid saved: {esc(r.grid)}</div>'
         self.save_button.disabled = False
 
     def save(self):
-        """Save a copy of the grid under the name given (never over an existing file)."""
-        from pathlib import Path
-
-        from ...outputs.files import write_new
-
+        """Save a copy of the grid under the name given, else beside the grid in the output
+        folder (never over an existing file); shows its full path."""
         try:
-            if self.result is None:
-                raise FluxnbError("save: no grid yet", field="save", fix="run a sweep first")
-            target = Path(self.save_as.value.strip() or Path(self.result.grid).name)
-            if target.suffix.lower() != ".png":
-                raise FluxnbError(f"save as {str(target)!r}: grids are PNG files (they carry the sweep's metadata)",
-                                  field="save", value=str(target), fix="use a name ending in .png")
-            path = write_new(target.parent, target.name, Path(self.result.grid).read_bytes())
+            path = save_copy(self.result, self.save_as.value)
         except Exception as e:  # noqa: BLE001 - shown in the form
             raise_if_strict(e)
             self.message.value = error_line(e, SWEEP_LABELS)

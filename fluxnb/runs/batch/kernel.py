@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ...errors import FluxnbError, RuntimeFailure
+from ...logs import say
 from ...outputs import runlog
 from ...outputs.recover import tidy_and_recover
 from .params import Plan, preflight, size_text
@@ -56,12 +57,12 @@ def execute(p: Plan) -> datetime:
     lock = _lock(p)
     try:
         if tidy_and_recover(p.output_dir):
-            log.info("recorded image(s) a killed run had written but not recorded in %s", p.output_dir)
+            say(f"recorded image(s) a killed run had written but not recorded in {p.output_dir}", log)
         fresh = runlog.ok_paths(p.output_dir)
         p.done = {i.id: fresh[i.id] for i in p.items if i.id in fresh}
         todo = p.todo
         if len(todo) < len(p.items):
-            log.info("skipping %d item(s) already made (force: true redoes them)", len(p.items) - len(todo))
+            say(f"skipping {len(p.items) - len(todo)} item(s) already made (force: true redoes them)", log)
         if todo:
             preflight(p)
             if p.backend == "ray":
@@ -112,7 +113,9 @@ def _make(p: Plan, todo: list) -> None:
                 f" {item.enhance}" if len(p.enhances) > 1 else "")
             made, failed = path.attempt(Job(s, item.seed, extra))
             if failed is None:
-                log.info("%s ok %.2f s -> %s", head, made.record.get("elapsed_s", 0.0), made.path)
+                took = made.record.get("elapsed_s")
+                took = f" {took:.2f} s" if isinstance(took, (int, float)) else ""
+                say(f"{head} ok{took} -> {made.path}", log)  # good news to stdout; failures below to stderr
                 del made
                 continue
             log.warning("%s %s: %s", head, failed["status"], failed["error"])

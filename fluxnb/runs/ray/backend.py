@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ...outputs import metadata as output, runlog
 from ...errors import FluxnbError
+from ...logs import say
 from .items import Task, Worker, adopt_orphans, land, record_failure, recover  # noqa: F401 - Task: the items made here
 from ...outputs.files import remove_temp_files
 
@@ -321,7 +322,7 @@ def make_batch(p, todo: list):
     # 1. Images a killed run wrote but never recorded are recorded now, not made again.
     adopted = {} if p.force else adopt_orphans(p.output_dir, tasks)
     if adopted:
-        batch_log.info("recorded %d image(s) a killed run had written but not recorded", len(adopted))
+        say(f"recorded {len(adopted)} image(s) a killed run had written but not recorded", batch_log)
         p.done.update(adopted)
         tasks = [t for t in tasks if t.id not in adopted]
 
@@ -333,8 +334,8 @@ def make_batch(p, todo: list):
         head = f"[{count[0]}/{len(tasks)}] {task.label}"
         if out["status"] == "ok":
             took = f" {out['elapsed_s']:.2f} s" if out.get("elapsed_s") is not None and not out["recovered"] else ""
-            batch_log.info("%s ok%s -> %s (%s)", head, took, out["path"],
-                           "finished by a worker that died" if out["recovered"] else out["worker"])
+            say(f"{head} ok{took} -> {out['path']} ("
+                f"{'finished by a worker that died' if out['recovered'] else out['worker']})", batch_log)  # stdout
         else:
             batch_log.warning("%s %s: %s", head, out["status"], out["error"])
 

@@ -8,8 +8,9 @@ from ...outputs.files import write_new
 from ...outputs.grids import draw, encode_png, show_value
 
 
-def save_sweep_grid(p, g: int) -> tuple[object, Path]:
-    """Draw grid `g` of a sweep plan whose cells are made; save it (atomic, no clobber)."""
+def save_sweep_grid(p, g: int) -> tuple[object, Path, list]:
+    """Draw grid `g` of a sweep plan whose cells are made; save it (atomic, no clobber).
+    Returns (PIL image, path, boxes): boxes[row][col] = [x, y, w, h] of each cell's image."""
     cells = [c for c in p.cells if c.grid == g]
     nr = len(p.rows.values) if p.rows else 1
     nc = len(p.cols.values) if p.cols else 1
@@ -35,7 +36,7 @@ def save_sweep_grid(p, g: int) -> tuple[object, Path]:
                        "settings": {**c.settings.to_dict(), "seed": c.seed, "count": 1}} for c in cells]}
     name = f"sweep_{p.sweep_id}.png" if p.n_grids == 1 else f"sweep_{p.sweep_id}_{g + 1}of{p.n_grids}.png"
     path = write_new(p.base.output_dir, name, encode_png(image, cells[0].record, meta))
-    return image, path
+    return image, path, boxes
 
 
 def _page_index(p, g: int) -> list:

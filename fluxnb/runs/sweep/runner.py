@@ -20,6 +20,7 @@ class SweepResult:
     cells: list                                   # row-major over every grid
     grids: list = field(default_factory=list)     # grid PNG paths
     grid_images: list = field(default_factory=list)
+    grid_boxes: list = field(default_factory=list)  # per grid: boxes[row][col] = [x, y, w, h] of each cell
 
     @property
     def grid(self) -> Path | None:
@@ -44,14 +45,20 @@ class SweepResult:
                 "cells": [{"index": c.index, "grid": c.grid, "row": c.row, "col": c.col, "values": c.values,
                            "seed": c.seed, "id": c.id, "path": c.path, "reused": c.reused} for c in self.cells]}
 
-    def _repr_png_(self):
-        import io
+    def grid_cells(self, g: int = 0) -> list:
+        """(box, path) of each cell of grid `g`: where its image lies in the grid, its file."""
+        boxes = self.grid_boxes[g] if g < len(self.grid_boxes) else []
+        return [(boxes[c.row][c.col], c.path) for c in self.cells
+                if c.grid == g and c.row < len(boxes) and c.col < len(boxes[c.row])]
 
-        if self.grid_image is None:
+    def _repr_html_(self):
+        """Every grid at its own scale, each cell a link to its image (`outputs.gridhtml`)."""
+        from ...outputs.gridhtml import grid_html
+
+        if not self.grid_images:
             return None
-        buf = io.BytesIO()
-        self.grid_image.save(buf, format="PNG")
-        return buf.getvalue()
+        return "".join(f'<div class="fluxnb-grid-page">{grid_html(im, self.grid_cells(g), alt=f"grid {path}")}</div>'
+                       for g, (im, path) in enumerate(zip(self.grid_images, self.grids)))
 
 
 
@@ -129,8 +136,9 @@ def run(p: Plan, *, batch_size: int | None = None, staged: bool | None = None, c
         log.warning("%d cell(s) skipped: no grid; run the sweep again to make them", len(missing))
         return result
     for g in range(p.n_grids):
-        image, path = save_sweep_grid(p, g)
+        image, path, boxes = save_sweep_grid(p, g)
         result.grid_images.append(image)
+        result.grid_boxes.append(boxes)
         result.grids.append(path)
         log.info("grid %s", path)
     return result
