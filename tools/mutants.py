@@ -58,9 +58,12 @@ MUTANTS = (
            '[torch.Generator("cpu").manual_seed(j.seed + 1) for j in jobs]', (FIDELITY,)),
     Mutant("width and height swapped", "fluxnb/image/render.py",
            "width=w, height=h,", "width=h, height=w,", (FIDELITY,)),
-    Mutant("max_sequence_length ignored at the call", "fluxnb/image/render.py",
-           "max_sequence_length=s.max_sequence_length, callback_on_step_end=hooks,",
-           "max_sequence_length=512, callback_on_step_end=hooks,", (FIDELITY,)),
+    # max_sequence_length acts where the prompts are encoded: the pipeline call is given the
+    # embeddings, and diffusers then only checks the value (<= 512), so a fault there is
+    # invisible in the pixels (an equivalent mutant). The fault is made where it acts.
+    Mutant("max_sequence_length ignored (always 512)", "fluxnb/image/make.py",
+           "encode(self.loaded, text.plan.clip_prompt, text.plan.t5_prompt, s.max_sequence_length)",
+           "encode(self.loaded, text.plan.clip_prompt, text.plan.t5_prompt, 512)", (FIDELITY,)),
     # The prompt pair: CLIP gets the trimmed text, T5 the whole prompt.
     Mutant("CLIP and T5 prompts swapped", "fluxnb/image/render.py",
            "encode_prompt(prompt=clip_prompt, prompt_2=t5_prompt,",
