@@ -88,6 +88,7 @@ if [ "$POD" = 1 ]; then
   OUT_DIR="$WS/outputs"
   LOG_DIR="$WS/logs"
   CACHE_DIR="$WS/.cache/fluxnb"
+  LORA_DIR="$WS/loras"  # fluxnb's LoRA folder on a pod (FLUXNB_LORA_DIR overrides)
   export HF_HOME
 else
   HF_HOME="${HF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface}"
@@ -134,6 +135,7 @@ if [ "$POD" = 1 ]; then
   say "outputs:      $OUT_DIR"
   say "logs:         $LOG_DIR"
   say "fluxnb cache: $CACHE_DIR (tiny model, enhancement cache, JupyterLab token)"
+  say "LoRA folder:  ${FLUXNB_LORA_DIR:-$LORA_DIR} (NAME.safetensors for --lora NAME and <lora:NAME:WEIGHT>)"
 fi
 say "HF token:     $([ -n "$TOKEN_SOURCE" ] && echo "found in $TOKEN_SOURCE (not shown)" || echo "none")"
 LAB_TOKEN="$CACHE_DIR"
@@ -236,7 +238,7 @@ apply_config() {  # apply_config MODEL
   write_config "${lines[@]+"${lines[@]}"}"
 }
 if [ "$POD" = 1 ]; then
-  for d in "$OUT_DIR" "$LOG_DIR" "$CACHE_DIR" "$HF_HOME"; do [ -d "$d" ] || run mkdir -p "$d"; done
+  for d in "$OUT_DIR" "$LOG_DIR" "$CACHE_DIR" "$HF_HOME" "${FLUXNB_LORA_DIR:-$LORA_DIR}"; do [ -d "$d" ] || run mkdir -p "$d"; done
   export FLUXNB_OUTPUT_DIR="$OUT_DIR" FLUXNB_LOG_DIR="$LOG_DIR" FLUXNB_CACHE_DIR="$CACHE_DIR"
 fi
 

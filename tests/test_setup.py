@@ -124,6 +124,7 @@ def test_dry_run_on_a_pod_puts_all_state_under_workspace(tmp_path):
     assert "https://abc123xyz-8888.proxy.runpod.net/lab" in out
     assert f"would run: {ws}/.venv-fluxnb/bin/fluxnb lab --background --port 8888 --ip 0.0.0.0" in out
     assert f"token: {ws}/.cache/fluxnb/lab/token" in out
+    assert f"LoRA folder:  {ws}/loras (" in out and f"mkdir -p {ws}/loras" in out
     assert "pip install -q -c" in out and "constraints.txt" in out
     # The checkout is not on the volume: said, with the fix.
     assert "clone into" in out
