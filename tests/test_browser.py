@@ -274,7 +274,7 @@ def test_sweep_form_in_jupyterlab_in_chromium(lab, tmp_path):
             form = page.locator(".fluxnb-sweep")
             form.wait_for(timeout=120_000)
             # the check cell clicks Run sweep: the grid appears in the form
-            page.wait_for_function("() => { const i = document.querySelector('.fluxnb-sweep img.fluxnb-grid');"
+            page.wait_for_function("() => { const i = document.querySelector('.fluxnb-sweep .fluxnb-grid img');"
                                    " return i && i.offsetParent !== null && i.naturalWidth > 0; }", timeout=180_000)
             assert "6 images" in form.inner_text()
             screenshot(form, tmp_path, "sweep.png")
@@ -285,7 +285,7 @@ def test_sweep_form_in_jupyterlab_in_chromium(lab, tmp_path):
             form.locator("button", has_text="Run sweep").click()
             form.locator(".fluxnb-error").wait_for(timeout=30_000)
             assert "1-x" in form.locator(".fluxnb-error").inner_text() and "6 images" not in form.inner_text()
-            assert not form.locator("img.fluxnb-grid").is_visible() and "Traceback" not in page.content()
+            assert not form.locator(".fluxnb-grid img").first.is_visible() and "Traceback" not in page.content()
         finally:
             page.screenshot(path=str(tmp_path / "sweeps.png"))
             browser.close()
