@@ -285,7 +285,8 @@ def test_sweep_form_in_jupyterlab_in_chromium(lab, tmp_path):
             form.locator("button", has_text="Run sweep").click()
             form.locator(".fluxnb-error").wait_for(timeout=30_000)
             assert "1-x" in form.locator(".fluxnb-error").inner_text() and "6 images" not in form.inner_text()
-            assert not form.locator(".fluxnb-grid img").first.is_visible() and "Traceback" not in page.content()
+            form.locator(".fluxnb-grid img").first.wait_for(state="hidden", timeout=30_000)  # the old grid goes
+            assert "Traceback" not in page.content()
         finally:
             page.screenshot(path=str(tmp_path / "sweeps.png"))
             browser.close()

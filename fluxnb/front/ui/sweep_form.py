@@ -89,10 +89,10 @@ class SweepForm:
     def fail(self, exc: BaseException) -> None:
         """One red line in the form's terms; the stale status, progress and grid go."""
         raise_if_strict(exc)
-        self.message.value = error_line(exc, SWEEP_LABELS)
+        self.clear_result()  # the stale grid first, then the message
         self.status.value, self.info.value = "", ""
         self.progress.value, self.progress.bar_style = 0, ""
-        self.clear_result()
+        self.message.value = error_line(exc, SWEEP_LABELS)
 
     def clear_result(self) -> None:
         self.result = None
