@@ -153,7 +153,10 @@ def stop_long_runs(page, form, out) -> None:
     set_custom(page, "size", "256x256")
     for how in ("button", "kernel"):
         form.locator("button", has_text="Generate").click()
-        status_has(page, "step 3/150")
+        # at least 3 steps made (the status may skip a step between two polls on a busy machine)
+        page.wait_for_function("() => { const g = document.querySelector('.fluxnb-generator');"
+                               " const m = g && g.textContent.match(/step (\\d+)\\/150/);"
+                               " return m && Number(m[1]) >= 3; }", timeout=120_000)
         page.wait_for_function("() => { const i = document.querySelector('img.fluxnb-image');"
                                " return i && i.offsetParent !== null && i.naturalWidth > 0; }", timeout=30_000)
         if how == "button":
