@@ -12,6 +12,7 @@ fails instead under CI=1 (.ci/run).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -74,13 +75,14 @@ def wait_ready(url: str, token: str, proc, timeout: float = 90) -> None:
     raise AssertionError(f"jupyter lab did not answer at {url} within {timeout} s")
 
 
-@pytest.fixture
-def lab(tmp_path, tiny_model):
-    """A JupyterLab on 127.0.0.1 serving a copy of the notebooks; yields (url, token, output dir)."""
+@contextlib.contextmanager
+def running_lab(tmp_path, root: Path, out: Path, notebooks=()):
+    """A JupyterLab on 127.0.0.1 serving `root` (with copies of `notebooks`), its own Jupyter
+    folders under tmp_path and the tiny model; yields (url, token, proc); stopped after."""
     chromium()  # skip before starting anything when there is no browser
-    root, out, home = tmp_path / "lab", tmp_path / "outputs", tmp_path / "home"
+    home = tmp_path / "home"
     root.mkdir()
-    for name in ("generate.ipynb", "sweeps.ipynb"):
+    for name in notebooks:
         shutil.copy(ROOT / "notebooks" / name, root / name)
     token, port = secrets.token_hex(24), free_port()
     env = dict(os.environ, JUPYTER_TOKEN=token, FLUXNB_MODEL="tiny", FLUXNB_OUTPUT_DIR=str(out),
@@ -98,9 +100,7 @@ def lab(tmp_path, tiny_model):
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, token, proc)
-        # the token is in the server's environment, never in its command line
-        assert token not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace")
-        yield url, token, out
+        yield url, token, proc
     finally:
         proc.terminate()
         try:
@@ -109,7 +109,17 @@ def lab(tmp_path, tiny_model):
             proc.kill()
             proc.wait()
         log.close()
-    print((tmp_path / "lab.log").read_text(errors="replace")[-3000:])
+        print((tmp_path / "lab.log").read_text(errors="replace")[-3000:])
+
+
+@pytest.fixture
+def lab(tmp_path, tiny_model):
+    """JupyterLab serving generate.ipynb and sweeps.ipynb; outputs outside its root."""
+    out = tmp_path / "outputs"
+    with running_lab(tmp_path, tmp_path / "lab", out, ("generate.ipynb", "sweeps.ipynb")) as (url, token, proc):
+        # the token is in the server's environment, never in its command line
+        assert token not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace")
+        yield url, token, out
 
 
 def screenshot(locator, tmp_path, name: str) -> None:
@@ -210,12 +220,7 @@ def test_generate_in_jupyterlab_in_chromium(lab, tmp_path):
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
             # 1. Open the notebook (the token logs the browser in) and wait for its kernel.
-            page.goto(f"{url}/lab/tree/generate.ipynb?token={token}", timeout=60_000)
-            page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
-            page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                                   " const k = w && w.sessionContext && w.sessionContext.session &&"
-                                   " w.sessionContext.session.kernel; return k && k.status === 'idle'; }",
-                                   timeout=90_000)
+            open_notebook(page, url, token, "generate.ipynb")
             # 2. Run every cell: the form appears, with the model loaded (the last cell, the
             #    notebook's check, clicks Generate once with the default prompt).
             page.evaluate("() => { const a = window.jupyterapp; a.shell.collapseLeft && a.shell.collapseLeft();"

@@ -4,16 +4,11 @@ stretched), alike, and clicking a cell opens that cell's image from the server's
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from test_browser import CHROMIUM_ARGS, ROOT, chromium, free_port, wait_ready
+from test_browser import CHROMIUM_ARGS, chromium, open_notebook, running_lab
 
 pytestmark = pytest.mark.browser
 
@@ -21,36 +16,9 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def sweep_lab(tmp_path, tiny_model):
     """A JupyterLab on 127.0.0.1 serving a copy of sweeps.ipynb, its outputs inside the root."""
-    chromium()
-    root, home = tmp_path / "lab", tmp_path / "home"
-    out = root / "outputs"
-    root.mkdir()
-    shutil.copy(ROOT / "notebooks" / "sweeps.ipynb", root / "sweeps.ipynb")
-    token, port = secrets.token_hex(24), free_port()
-    env = dict(os.environ, JUPYTER_TOKEN=token, FLUXNB_MODEL="tiny", FLUXNB_OUTPUT_DIR=str(out),
-               JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"), IPYTHONDIR=str(home / "ipython"),
-               JUPYTERLAB_SETTINGS_DIR=str(home / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = open(tmp_path / "lab.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, token, proc)
-        yield url, token, out
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-    print((tmp_path / "lab.log").read_text(errors="replace")[-3000:])
+    root = tmp_path / "lab"
+    with running_lab(tmp_path, root, root / "outputs", ("sweeps.ipynb",)) as (url, token, _proc):
+        yield url, token, root / "outputs"
 
 
 SIZES = """g => { const i = g.querySelector('img'); const r = i.getBoundingClientRect();
@@ -69,11 +37,7 @@ def test_sweep_grids_in_jupyterlab_are_unstretched_alike_and_clickable(sweep_lab
         try:
             # 1. Open the notebook, run it all: the code output's grid, then the form's (the
             #    notebook's last cell clicks Run sweep).
-            page.goto(f"{url}/lab/tree/sweeps.ipynb?token={token}", timeout=60_000)
-            page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                                   " const k = w && w.sessionContext && w.sessionContext.session &&"
-                                   " w.sessionContext.session.kernel; return k && k.status === 'idle'; }",
-                                   timeout=90_000)
+            open_notebook(page, url, token, "sweeps.ipynb")
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             form_grid = page.locator(".fluxnb-sweep .fluxnb-gridview")
             form_grid.locator("img").wait_for(timeout=180_000)
